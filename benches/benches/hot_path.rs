@@ -1,0 +1,66 @@
+//! Per-request costs on the hot path: credential parse and verify, usage event encoding.
+// A bench that cannot set up must stop loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tollgate_core::{
+    ApiKey, EventId, KeyEnv, KeyPepper, Outcome, ParsedApiKey, TenantId, UsageData, UsageEvent,
+};
+
+fn api_key(c: &mut Criterion) {
+    let pepper = KeyPepper::from_bytes(&[7; 32]).unwrap();
+    let key = ApiKey::generate(KeyEnv::Live).unwrap();
+    let stored = key.hash(&pepper);
+    let token = key.expose().to_owned();
+
+    c.bench_function("api_key/parse", |b| {
+        b.iter(|| ParsedApiKey::parse(black_box(&token)).unwrap())
+    });
+    c.bench_function("api_key/parse_and_verify", |b| {
+        b.iter(|| {
+            let parsed = ParsedApiKey::parse(black_box(&token)).unwrap();
+            assert!(parsed.verify(&pepper, &stored));
+        })
+    });
+    c.bench_function("api_key/reject_malformed", |b| {
+        b.iter(|| ParsedApiKey::parse(black_box("Bearer something-else")).is_err())
+    });
+}
+
+fn usage_event(c: &mut Criterion) {
+    let event = UsageEvent {
+        id: EventId::new(),
+        source: Arc::from("tollgate-proxy/bench"),
+        time: time::OffsetDateTime::now_utc(),
+        tenant_id: Some(TenantId::new()),
+        data: UsageData {
+            key_id: Some(ApiKey::generate(KeyEnv::Live).unwrap().id()),
+            route_id: None,
+            method: "GET".into(),
+            status: 200,
+            outcome: Outcome::Proxied,
+            request_bytes: 320,
+            response_bytes: 1480,
+            upstream_latency_us: Some(850),
+            total_latency_us: 910,
+        },
+    };
+    let mut buf = Vec::with_capacity(512);
+    c.bench_function("usage_event/encode", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&event).encode_into(&mut buf);
+            black_box(buf.len())
+        })
+    });
+    let bytes = event.encode();
+    c.bench_function("usage_event/decode", |b| {
+        b.iter(|| UsageEvent::decode(black_box(&bytes)).unwrap())
+    });
+}
+
+criterion_group!(benches, api_key, usage_event);
+criterion_main!(benches);

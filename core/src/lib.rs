@@ -1,0 +1,27 @@
+//! Tollgate's shared domain: the types every service agrees on.
+//!
+//! Nothing here knows about Pingora, actix or Kafka clients: ids, API keys and their hashing,
+//! plans with their limit and pricing policies, money, and the usage event wire format live
+//! here so that the proxy, metering, invoicing and the control API cannot drift apart.
+//! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations.
+
+pub mod api_key;
+pub mod ids;
+#[cfg(feature = "db")]
+pub mod migrations;
+pub mod money;
+pub mod plan;
+pub mod usage_event;
+
+pub use api_key::{
+    ApiKey, KeyEnv, KeyHash, KeyParseError, KeyPepper, ParsedApiKey, PepperError, RandomnessError,
+};
+pub use ids::{
+    EventId, IdParseError, InvoiceId, IssuerId, KeyId, PlanId, RouteId, TenantId, UserId,
+};
+pub use money::{Currency, Money, MoneyError};
+pub use plan::{
+    FailureMode, Plan, PlanError, PlanSpec, Pricing, PricingModel, Quota, QuotaCap, RatePolicy,
+    RatedUsage, Tier, UsageCharge,
+};
+pub use usage_event::{EventDecodeError, Outcome, UsageData, UsageEvent};

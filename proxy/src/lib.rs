@@ -1,0 +1,6 @@
+//! The Pingora gateway: tenant auth, plan limits, routing and usage events (`tollgate-proxy`).
+//!
+//! A skeleton for now: the crate exists so the workspace has its final shape; its issue fills
+//! it in. Shared types come from [`tollgate_core`].
+
+pub use tollgate_core;

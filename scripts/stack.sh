@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Tollgate's local stack: private PostgreSQL 15, Redis 7 and a Kafka-protocol broker (tansu)
+# on project ports on 127.0.0.1, with data in a directory of this checkout's own.
+#
+#   scripts/stack.sh services   install what is missing, start the services, write .tollgate/stack.env
+#   scripts/stack.sh up         services + release build + migrate + demo tenant + every service binary
+#   scripts/stack.sh status     what runs, and whether every URL in stack.env answers
+#   scripts/stack.sh down       stop everything this checkout started
+#
+# Idempotent: a second `services` or `up` finds everything running and returns quickly.
+# Settings (environment): TOLLGATE_STATE_DIR, TOLLGATE_CACHE_DIR, TOLLGATE_PG_PORT,
+# TOLLGATE_REDIS_PORT, TOLLGATE_KAFKA_PORT.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+CHECKOUT_ID=$(printf '%s' "$ROOT" | sha256sum | cut -c1-10)
+# Outside the checkout: the postgres user must be able to enter it, and root's home may not allow that.
+STATE_DIR=${TOLLGATE_STATE_DIR:-/var/tmp/tollgate-$CHECKOUT_ID}
+CACHE_DIR=${TOLLGATE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate}
+ENV_DIR="$ROOT/.tollgate"
+STACK_ENV="$ENV_DIR/stack.env"
+SECRETS_ENV="$ENV_DIR/secrets.env"
+
+PG_PORT=${TOLLGATE_PG_PORT:-55432}
+REDIS_PORT=${TOLLGATE_REDIS_PORT:-56379}
+KAFKA_PORT=${TOLLGATE_KAFKA_PORT:-59092}
+PG_BIN=/usr/lib/postgresql/15/bin
+TANSU_VERSION=0.6.0
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+
+APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl)
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+random_secret() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-32}"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
+
+# Waits up to $2 seconds for the command in $3... to succeed.
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s"
+    sleep 0.1
+  done
+}
+
+install_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  if [ ! -x "$TANSU_BIN" ]; then
+    log "building tansu $TANSU_VERSION from crates.io into $CACHE_DIR (once; about 10 minutes on 2 cores)"
+    mkdir -p "$CACHE_DIR"
+    # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
+    (cd "$CACHE_DIR" && env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" \
+      --locked --features dynostore --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet)
+  fi
+}
+
+ensure_port_free_or_ours() {
+  local port=$1 name=$2 pidfile=$3
+  if port_open "$port" && ! pid_alive "$pidfile"; then
+    die "port $port ($name) is taken by a process this checkout did not start; stop it or set TOLLGATE_${name^^}_PORT"
+  fi
+}
+
+start_postgres() {
+  local data="$STATE_DIR/pg"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "initialising PostgreSQL in $data"
+    rm -rf "$data"
+    mkdir -p "$data"
+    chown postgres:postgres "$data"
+    chmod 700 "$data"
+    local pwfile="$STATE_DIR/pg.pw.tmp"
+    random_secret 32 >"$STATE_DIR/pg-password"
+    chmod 600 "$STATE_DIR/pg-password"
+    cp "$STATE_DIR/pg-password" "$pwfile"
+    chown postgres "$pwfile"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$data" -U tollgate --pwfile="$pwfile" \
+      --auth=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pwfile"
+    # Local runs and tests trade durability for speed; ingest benchmarks turn fsync back on.
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$data'
+max_connections = 300
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+  fi
+  if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    return
+  fi
+  ensure_port_free_or_ours "$PG_PORT" pg "$data/postmaster.pid"
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  PGPASSWORD=$(cat "$STATE_DIR/pg-password") "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U tollgate \
+    -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'tollgate'" | grep -q 1 ||
+    PGPASSWORD=$(cat "$STATE_DIR/pg-password") "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U tollgate tollgate
+}
+
+start_redis() {
+  local pidfile="$STATE_DIR/redis.pid"
+  [ -f "$STATE_DIR/redis-password" ] || { random_secret 32 >"$STATE_DIR/redis-password"; chmod 600 "$STATE_DIR/redis-password"; }
+  if pid_alive "$pidfile"; then return; fi
+  ensure_port_free_or_ours "$REDIS_PORT" redis "$pidfile"
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  mkdir -p "$STATE_DIR/redis"
+  # The password goes in a config file, not on the command line where ps would show it.
+  cat >"$STATE_DIR/redis.conf" <<EOF
+bind 127.0.0.1
+port $REDIS_PORT
+requirepass $(cat "$STATE_DIR/redis-password")
+save ""
+appendonly no
+daemonize yes
+pidfile $pidfile
+logfile $STATE_DIR/redis.log
+dir $STATE_DIR/redis
+EOF
+  chmod 600 "$STATE_DIR/redis.conf"
+  redis-server "$STATE_DIR/redis.conf"
+  wait_for Redis 10 redis_ping
+}
+
+redis_ping() {
+  REDISCLI_AUTH=$(cat "$STATE_DIR/redis-password") redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG
+}
+
+start_kafka() {
+  local pidfile="$STATE_DIR/tansu.pid"
+  if pid_alive "$pidfile"; then return; fi
+  ensure_port_free_or_ours "$KAFKA_PORT" kafka "$pidfile"
+  log "starting tansu (Kafka protocol) on 127.0.0.1:$KAFKA_PORT"
+  # memory:// storage: topics and offsets vanish on restart, which suits tests and local runs.
+  setsid "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine memory://tansu/ \
+    >>"$STATE_DIR/tansu.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  wait_for tansu 20 port_open "$KAFKA_PORT"
+}
+
+write_stack_env() {
+  mkdir -p "$ENV_DIR"
+  chmod 700 "$ENV_DIR"
+  if [ ! -f "$SECRETS_ENV" ]; then
+    umask 077
+    printf 'TOLLGATE_KEY_PEPPER=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$SECRETS_ENV"
+  fi
+  local pg_pw redis_pw
+  pg_pw=$(cat "$STATE_DIR/pg-password")
+  redis_pw=$(cat "$STATE_DIR/redis-password")
+  # Keep what `up` added (demo key, service URLs); replace the connection details.
+  local kept=""
+  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR)=' "$STACK_ENV" || true)
+  umask 077
+  {
+    echo "DATABASE_URL=postgres://tollgate:$pg_pw@127.0.0.1:$PG_PORT/tollgate"
+    echo "REDIS_URL=redis://default:$redis_pw@127.0.0.1:$REDIS_PORT/0"
+    echo "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    echo "STATE_DIR=$STATE_DIR"
+    [ -n "$kept" ] && echo "$kept"
+  } >"$STACK_ENV.tmp"
+  mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+set_stack_value() {
+  local key=$1 value=$2
+  grep -vE "^$key=" "$STACK_ENV" >"$STACK_ENV.tmp" || true
+  echo "$key=$value" >>"$STACK_ENV.tmp"
+  mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+stack_value() { grep -E "^$1=" "$STACK_ENV" 2>/dev/null | head -1 | cut -d= -f2- || true; }
+
+cmd_services() {
+  install_packages
+  mkdir -p "$STATE_DIR"
+  chmod 755 "$STATE_DIR"
+  start_postgres
+  start_redis
+  start_kafka
+  write_stack_env
+  log "services up; connection details in ${STACK_ENV#"$ROOT"/}"
+}
+
+cmd_up() {
+  cmd_services
+  log "building release binaries"
+  (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
+  local bin="$ROOT/target/release"
+  local db_url pepper
+  db_url=$(stack_value DATABASE_URL)
+  pepper=$(grep -E '^TOLLGATE_KEY_PEPPER=' "$SECRETS_ENV" | cut -d= -f2-)
+  TOLLGATE_DATABASE_URL=$db_url "$bin/tollgate-control-api" migrate
+  local key
+  key=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
+    TOLLGATE_DEMO_API_KEY=$(stack_value DEMO_API_KEY) "$bin/tollgate-control-api" seed-demo)
+  set_stack_value DEMO_API_KEY "$key"
+  # Service binaries (proxy, metering, control API) are started here as their issues land.
+  cat >&2 <<EOF
+
+Tollgate's local stack is up. Connection details: .tollgate/stack.env
+
+  PostgreSQL  $(stack_value DATABASE_URL | sed -E 's#//([^:]+):[^@]+@#//\1:***@#')
+  Redis       127.0.0.1:$REDIS_PORT
+  Kafka       $(stack_value KAFKA_BROKERS)
+  Demo key    $(printf '%s' "$key" | cut -c1-24)… (DEMO_API_KEY in stack.env)
+
+Next:
+  set -a; . .tollgate/stack.env; set +a
+  psql "\$DATABASE_URL" -c 'SELECT slug, status FROM tenants'
+  make test      # the whole suite
+  make down      # stop everything
+EOF
+}
+
+cmd_status() {
+  local ok=0
+  if [ -f "$STACK_ENV" ]; then
+    local db redis kafka
+    db=$(stack_value DATABASE_URL); redis=$(stack_value REDIS_URL); kafka=$(stack_value KAFKA_BROKERS)
+    if [ -n "$db" ] && "$PG_BIN/psql" "$db" -tAc 'SELECT 1' >/dev/null 2>&1; then echo "postgres  up    ${db%%@*}@…" | sed -E 's#:[^:@/]+@#:***@#'; else echo "postgres  DOWN"; ok=1; fi
+    if [ -n "$redis" ] && redis-cli -u "$redis" --no-auth-warning ping 2>/dev/null | grep -q PONG; then echo "redis     up"; else echo "redis     DOWN"; ok=1; fi
+    if [ -n "$kafka" ] && port_open "${kafka##*:}"; then echo "kafka     up    $kafka"; else echo "kafka     DOWN"; ok=1; fi
+    # Every HTTP URL the stack file names (services add theirs as they land) must answer.
+    while IFS='=' read -r key value; do
+      case $key in *_URL) ;; *) continue ;; esac
+      case $value in http://*|https://*) ;; *) continue ;; esac
+      if curl -fsS -m 5 -o /dev/null "$value/health"; then echo "$key up    $value"; else echo "$key DOWN  $value"; ok=1; fi
+    done <"$STACK_ENV"
+  else
+    echo "no $STACK_ENV: the stack was never started here"; ok=1
+  fi
+  return $ok
+}
+
+cmd_down() {
+  local pid
+  for pidfile in "$STATE_DIR"/run/*.pid "$STATE_DIR/tansu.pid"; do
+    [ -f "$pidfile" ] || continue
+    if pid_alive "$pidfile"; then
+      pid=$(cat "$pidfile")
+      log "stopping $(basename "$pidfile" .pid) (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+  if pid_alive "$STATE_DIR/redis.pid"; then
+    log "stopping Redis"
+    REDISCLI_AUTH=$(cat "$STATE_DIR/redis-password") redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    for _ in $(seq 100); do pid_alive "$STATE_DIR/redis.pid" || break; sleep 0.1; done
+  fi
+  if [ -f "$STATE_DIR/pg/PG_VERSION" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE_DIR/pg" status >/dev/null 2>&1; then
+    log "stopping PostgreSQL"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE_DIR/pg" -m fast -w stop >/dev/null
+  fi
+  log "down"
+}
+
+case ${1:-} in
+  services) cmd_services ;;
+  up) cmd_up ;;
+  status) cmd_status ;;
+  down) cmd_down ;;
+  *) echo "usage: $0 services|up|status|down" >&2; exit 2 ;;
+esac
