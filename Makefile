@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench
+.PHONY: up down status services test lint fmt bench fuzz
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -38,3 +38,7 @@ fmt:
 ## Criterion benches of the hot path.
 bench:
 	$(CARGO) bench -p tollgate-benches
+
+## Fuzz the parsers of untrusted input (nightly; FUZZ_SECONDS per target, default 60).
+fuzz:
+	scripts/fuzz.sh

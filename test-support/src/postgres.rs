@@ -157,7 +157,10 @@ async fn build_template() -> String {
             format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
             format!("CREATE DATABASE \"{building}\""),
         ] {
-            admin.batch_execute(&sql).await.expect("creating the template database");
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("creating the template database");
         }
         let (mut client, connection) =
             tokio_postgres::connect(&with_database(&stack.database_url, &building), NoTls)
@@ -174,7 +177,10 @@ async fn build_template() -> String {
             format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
             format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
         ] {
-            admin.batch_execute(&sql).await.expect("publishing the template");
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("publishing the template");
         }
     }
     admin
