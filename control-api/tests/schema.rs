@@ -1,4 +1,6 @@
 //! The schema as `tollgate-control-api migrate` applies it, against the real PostgreSQL.
+// Helpers outside #[test] fns: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 use std::time::Duration;
