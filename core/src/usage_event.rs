@@ -81,6 +81,41 @@ pub struct UsageData {
     pub total_latency_us: u64,
 }
 
+impl UsageData {
+    /// Values that parse but cannot be real: a status outside 100–599, counters beyond what
+    /// the database's signed 64-bit columns hold.
+    fn validate(&self) -> Result<(), EventDecodeError> {
+        if !(100..=599).contains(&self.status) {
+            return Err(EventDecodeError::Malformed(format!(
+                "data.status {} is not an HTTP status code",
+                self.status
+            )));
+        }
+        let counters = [
+            ("data.request_bytes", Some(self.request_bytes)),
+            ("data.response_bytes", Some(self.response_bytes)),
+            ("data.upstream_latency_us", self.upstream_latency_us),
+            ("data.total_latency_us", Some(self.total_latency_us)),
+        ];
+        for (field, value) in counters {
+            if value.is_some_and(|v| i64::try_from(v).is_err()) {
+                return Err(EventDecodeError::Malformed(format!(
+                    "{field} is out of range"
+                )));
+            }
+        }
+        if self.method.is_empty()
+            || self.method.len() > 32
+            || !self.method.bytes().all(|b| b.is_ascii_alphabetic())
+        {
+            return Err(EventDecodeError::Malformed(
+                "data.method is not an HTTP method".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A usage event (v1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -195,13 +230,16 @@ impl UsageEvent {
             return Err(EventDecodeError::TooLarge(bytes.len()));
         }
         match serde_json::from_slice::<WireIn>(bytes) {
-            Ok(wire) if wire.specversion == SPEC_VERSION && wire.kind == TYPE_V1 => Ok(Self {
-                id: wire.id,
-                source: wire.source.into(),
-                time: wire.time,
-                tenant_id: wire.subject,
-                data: wire.data,
-            }),
+            Ok(wire) if wire.specversion == SPEC_VERSION && wire.kind == TYPE_V1 => {
+                wire.data.validate()?;
+                Ok(Self {
+                    id: wire.id,
+                    source: wire.source.into(),
+                    time: wire.time,
+                    tenant_id: wire.subject,
+                    data: wire.data,
+                })
+            }
             Ok(wire) if wire.specversion != SPEC_VERSION => {
                 Err(EventDecodeError::UnsupportedSpecVersion(wire.specversion))
             }
@@ -327,6 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn impossible_values_are_malformed() {
+        let mut e = event();
+        e.data.status = 99;
+        assert!(
+            UsageEvent::decode(&e.encode())
+                .unwrap_err()
+                .to_string()
+                .contains("data.status")
+        );
+        let mut e = event();
+        e.data.response_bytes = u64::MAX;
+        let err = UsageEvent::decode(&e.encode()).unwrap_err();
+        assert!(err.to_string().contains("data.response_bytes"), "{err}");
+        let mut e = event();
+        e.data.method = "GET /".into();
+        assert_eq!(
+            UsageEvent::decode(&e.encode()).unwrap_err().code(),
+            "malformed"
+        );
+    }
+
+    #[test]
     fn oversized_input_is_refused_before_parsing() {
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(
@@ -349,8 +409,8 @@ mod tests {
         }
 
         #[test]
-        fn any_field_values_round_trip(status in 100u16..600, req in any::<u64>(), resp in any::<u64>(),
-                                        up in proptest::option::of(any::<u64>()), total in any::<u64>(),
+        fn any_field_values_round_trip(status in 100u16..600, req in 0..=i64::MAX.unsigned_abs(), resp in 0..=i64::MAX.unsigned_abs(),
+                                        up in proptest::option::of(0..=i64::MAX.unsigned_abs()), total in 0..=i64::MAX.unsigned_abs(),
                                         method in "[A-Z]{1,10}") {
             let mut e = event();
             e.data.status = status;

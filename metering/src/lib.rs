@@ -1,6 +1,20 @@
-//! Kafka usage events into PostgreSQL exactly once, with roll-ups and a dead-letter topic (`tollgate-metering`).
+//! Metering: usage events from Kafka into PostgreSQL exactly once, with per-minute roll-ups
+//! and a dead-letter topic (`tollgate-metering`).
 //!
-//! A skeleton for now: the crate exists so the workspace has its final shape; its issue fills
-//! it in. Shared types come from [`tollgate_core`].
+//! The [`Aggregator`] consumes the `usage-events` topic in batches; each batch is one
+//! PostgreSQL transaction (events deduplicated on `(event_id, event_time)`, `usage_minute`
+//! updated from exactly the inserted rows) followed by the offset commit. Records that do not
+//! decode go to the dead-letter topic with the reason and their origin in headers.
 
-pub use tollgate_core;
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod partitions;
+pub mod service;
+pub mod store;
+
+pub use admin::Health;
+pub use config::MeteringConfig;
+pub use metrics::Metrics;
+pub use service::{Aggregator, Exit, HookAction, Hooks, MeteringError};
+pub use store::{StoredBatch, UsageStore};

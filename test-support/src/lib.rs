@@ -4,6 +4,7 @@
 //! behind: a PostgreSQL database cloned from a migrated template ([`TestDb`]), a Kafka topic
 //! and consumer group id ([`TestTopic`]), and a Redis key prefix ([`TestRedis`]). Each is
 //! dropped (best effort) when its guard goes out of scope, panicking tests included.
+//! [`FaultyLink`] gives one client a real outage of a shared service.
 //!
 //! Setup failures panic with a message saying what to run: in a test, a failed setup is a
 //! failed test.
@@ -13,11 +14,13 @@ mod kafka;
 mod postgres;
 mod redis_prefix;
 mod stack;
+mod tcp_fault;
 
 pub use kafka::TestTopic;
 pub use postgres::TestDb;
 pub use redis_prefix::TestRedis;
 pub use stack::{Stack, unique_name};
+pub use tcp_fault::FaultyLink;
 
 /// Runs `work` to completion on a fresh single-threaded runtime in its own thread.
 /// Used by `Drop` impls, which may run inside or outside an async context.

@@ -66,6 +66,32 @@ impl TestDb {
         &self.url
     }
 
+    /// A connection URL for this database that goes through `addr` (e.g. a [`crate::FaultyLink`]).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let url = &self.url;
+        let authority_start = url.find("://").map_or(0, |i| i + 3);
+        let host_start = url[authority_start..]
+            .find('@')
+            .map_or(authority_start, |i| authority_start + i + 1);
+        let host_end = url[host_start..]
+            .find('/')
+            .map_or(url.len(), |i| host_start + i);
+        format!("{}{addr}{}", &url[..host_start], &url[host_end..])
+    }
+
+    /// The PostgreSQL server's address.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let config: tokio_postgres::Config = self.url.parse().expect("valid URL");
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => panic!("the test stack's PostgreSQL is reached over TCP"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+            .parse()
+            .expect("PostgreSQL host is an IP address")
+    }
+
     /// A new connection, driven on the current runtime.
     pub async fn client(&self) -> Client {
         connect(&self.url).await
