@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench fuzz
+.PHONY: up down status services test lint fmt bench bench-ingest fuzz
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -38,6 +38,10 @@ fmt:
 ## Criterion benches of the hot path.
 bench:
 	$(CARGO) bench -p tollgate-benches
+
+## Sustained ingest into PostgreSQL (fsync on), in events/s.
+bench-ingest: services
+	$(CARGO) run --release --locked -p tollgate-metering --example ingest_bench
 
 ## Fuzz the parsers of untrusted input (nightly; FUZZ_SECONDS per target, default 60).
 fuzz:

@@ -24,6 +24,7 @@ SECRETS_ENV="$ENV_DIR/secrets.env"
 PG_PORT=${TOLLGATE_PG_PORT:-55432}
 REDIS_PORT=${TOLLGATE_REDIS_PORT:-56379}
 KAFKA_PORT=${TOLLGATE_KAFKA_PORT:-59092}
+METERING_ADMIN_PORT=${TOLLGATE_METERING_ADMIN_PORT:-58082}
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
@@ -215,7 +216,13 @@ cmd_up() {
   key=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
     TOLLGATE_DEMO_API_KEY=$(stack_value DEMO_API_KEY) "$bin/tollgate-control-api" seed-demo)
   set_stack_value DEMO_API_KEY "$key"
-  # Service binaries (proxy, metering, control API) are started here as their issues land.
+
+  # Service binaries, restarted so a rebuilt binary takes over. More join as their issues land.
+  local metering_admin="127.0.0.1:$METERING_ADMIN_PORT"
+  start_service metering "http://$metering_admin/ready" env \
+    TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KAFKA_BROKERS="$(stack_value KAFKA_BROKERS)" \
+    TOLLGATE_METERING_ADMIN_LISTEN="$metering_admin" "$bin/tollgate-metering"
+  set_stack_value METERING_ADMIN_URL "http://$metering_admin"
   cat >&2 <<EOF
 
 Tollgate's local stack is up. Connection details: .tollgate/stack.env
@@ -224,6 +231,7 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Redis       127.0.0.1:$REDIS_PORT
   Kafka       $(stack_value KAFKA_BROKERS)
   Demo key    $(printf '%s' "$key" | cut -c1-24)… (DEMO_API_KEY in stack.env)
+  Metering    http://$metering_admin/metrics   (logs: $STATE_DIR/run/metering.log)
 
 Next:
   set -a; . .tollgate/stack.env; set +a
@@ -231,6 +239,36 @@ Next:
   make test      # the whole suite
   make down      # stop everything
 EOF
+}
+
+# start_service NAME READY_URL COMMAND...: (re)starts a binary in the background, logging to
+# $STATE_DIR/run/NAME.log, and waits until READY_URL answers 200.
+start_service() {
+  local name=$1 ready=$2; shift 2
+  local run="$STATE_DIR/run" pidfile="$STATE_DIR/run/$name.pid"
+  mkdir -p "$run"
+  stop_pidfile "$pidfile"
+  log "starting $name"
+  setsid "$@" >>"$run/$name.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  wait_for "$name" 60 service_ready "$pidfile" "$ready" "$run/$name.log"
+}
+
+service_ready() {
+  pid_alive "$1" || die "$(basename "$1" .pid) exited; see $3"
+  curl -fsS -m 2 -o /dev/null "$2" 2>/dev/null
+}
+
+stop_pidfile() {
+  local pidfile=$1 pid
+  if pid_alive "$pidfile"; then
+    pid=$(head -n1 "$pidfile")
+    log "stopping $(basename "$pidfile" .pid) (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
 }
 
 cmd_status() {
@@ -254,17 +292,8 @@ cmd_status() {
 }
 
 cmd_down() {
-  local pid
   for pidfile in "$STATE_DIR"/run/*.pid "$STATE_DIR/tansu.pid"; do
-    [ -f "$pidfile" ] || continue
-    if pid_alive "$pidfile"; then
-      pid=$(cat "$pidfile")
-      log "stopping $(basename "$pidfile" .pid) (pid $pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
+    [ -f "$pidfile" ] && stop_pidfile "$pidfile"
   done
   if pid_alive "$STATE_DIR/redis.pid"; then
     log "stopping Redis"
