@@ -1,6 +1,12 @@
 //! The Pingora gateway: tenant auth, plan limits, routing and usage events (`tollgate-proxy`).
 //!
-//! A skeleton for now: the crate exists so the workspace has its final shape; its issue fills
-//! it in. Shared types come from [`tollgate_core`].
+//! Built in increments. Present so far: the config snapshot the request path reads
+//! ([`snapshot`]: tenants, keys, plans, routes, JWT issuers, and key authentication against
+//! them) and the loader that keeps it current from PostgreSQL ([`loader`]). The Pingora
+//! service, limits and usage emission follow.
 
-pub use tollgate_core;
+pub mod loader;
+pub mod snapshot;
+
+pub use loader::{LoadError, LoaderSettings, load_snapshot};
+pub use snapshot::{ConfigSnapshot, KeyRejection, SnapshotHandle, TenantStatus};
