@@ -2,10 +2,15 @@
 //!
 //! Built in increments. Present so far: the config snapshot the request path reads
 //! ([`snapshot`]: tenants, keys, plans, routes, JWT issuers, and key authentication against
-//! them) and the loader that keeps it current from PostgreSQL ([`loader`]). The Pingora
-//! service, limits and usage emission follow.
+//! them), the loader that keeps it current from PostgreSQL ([`loader`]), and the Pingora
+//! gateway that authenticates API keys and routes ([`gateway`]). Limits, JWT and usage
+//! emission follow.
 
+pub mod admin;
+pub mod credentials;
+pub mod gateway;
 pub mod loader;
+pub mod routing;
 pub mod snapshot;
 
 pub use loader::{LoadError, LoaderSettings, load_snapshot};
