@@ -25,6 +25,9 @@ PG_PORT=${TOLLGATE_PG_PORT:-55432}
 REDIS_PORT=${TOLLGATE_REDIS_PORT:-56379}
 KAFKA_PORT=${TOLLGATE_KAFKA_PORT:-59092}
 METERING_ADMIN_PORT=${TOLLGATE_METERING_ADMIN_PORT:-58082}
+GATEWAY_PORT=${TOLLGATE_GATEWAY_PORT:-58080}
+GATEWAY_ADMIN_PORT=${TOLLGATE_GATEWAY_ADMIN_PORT:-58081}
+DEMO_UPSTREAM_PORT=${TOLLGATE_DEMO_UPSTREAM_PORT:-58090}
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
@@ -213,7 +216,8 @@ cmd_up() {
   pepper=$(grep -E '^TOLLGATE_KEY_PEPPER=' "$SECRETS_ENV" | cut -d= -f2-)
   TOLLGATE_DATABASE_URL=$db_url "$bin/tollgate-control-api" migrate
   local key
-  key=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
+  local upstream="127.0.0.1:$DEMO_UPSTREAM_PORT"
+  key=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper TOLLGATE_DEMO_UPSTREAM=$upstream \
     TOLLGATE_DEMO_API_KEY=$(stack_value DEMO_API_KEY) "$bin/tollgate-control-api" seed-demo)
   set_stack_value DEMO_API_KEY "$key"
 
@@ -223,6 +227,17 @@ cmd_up() {
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KAFKA_BROKERS="$(stack_value KAFKA_BROKERS)" \
     TOLLGATE_METERING_ADMIN_LISTEN="$metering_admin" "$bin/tollgate-metering"
   set_stack_value METERING_ADMIN_URL "http://$metering_admin"
+
+  start_service demo-upstream "http://$upstream/health" env \
+    TOLLGATE_DEMO_UPSTREAM_LISTEN="$upstream" "$bin/tollgate-demo-upstream"
+  set_stack_value DEMO_UPSTREAM_URL "http://$upstream"
+
+  local gateway="127.0.0.1:$GATEWAY_PORT" gateway_admin="127.0.0.1:$GATEWAY_ADMIN_PORT"
+  start_service proxy "http://$gateway_admin/ready" env \
+    TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
+    TOLLGATE_PROXY_LISTEN="$gateway" TOLLGATE_PROXY_ADMIN_LISTEN="$gateway_admin" "$bin/tollgate-proxy"
+  set_stack_value GATEWAY_URL "http://$gateway"
+  set_stack_value GATEWAY_ADMIN_URL "http://$gateway_admin"
   cat >&2 <<EOF
 
 Tollgate's local stack is up. Connection details: .tollgate/stack.env
@@ -231,11 +246,14 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Redis       127.0.0.1:$REDIS_PORT
   Kafka       $(stack_value KAFKA_BROKERS)
   Demo key    $(printf '%s' "$key" | cut -c1-24)… (DEMO_API_KEY in stack.env)
-  Metering    http://$metering_admin/metrics   (logs: $STATE_DIR/run/metering.log)
+  Gateway     http://$gateway   (admin http://$gateway_admin/ready)
+  Metering    http://$metering_admin/metrics
+  Logs        $STATE_DIR/run/*.log
 
 Next:
   set -a; . .tollgate/stack.env; set +a
-  psql "\$DATABASE_URL" -c 'SELECT slug, status FROM tenants'
+  curl -i -H "Authorization: Bearer \$DEMO_API_KEY" "\$GATEWAY_URL/hello"
+  curl -i "\$GATEWAY_URL/hello"     # 401 with a JSON error
   make test      # the whole suite
   make down      # stop everything
 EOF
@@ -283,7 +301,14 @@ cmd_status() {
     while IFS='=' read -r key value; do
       case $key in *_URL) ;; *) continue ;; esac
       case $value in http://*|https://*) ;; *) continue ;; esac
-      if curl -fsS -m 5 -o /dev/null "$value/health"; then echo "$key up    $value"; else echo "$key DOWN  $value"; ok=1; fi
+      # Admin endpoints must be healthy; a service URL must answer at all (the gateway
+      # rightly answers 401 to a request without a key).
+      local code
+      code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$value/health" || true)
+      local healthy=yes
+      [ "$code" = 000 ] && healthy=no
+      case $key in *ADMIN_URL) [ "$code" = 200 ] || healthy=no ;; esac
+      if [ $healthy = yes ]; then echo "$key up    $value (HTTP $code)"; else echo "$key DOWN  $value (HTTP $code)"; ok=1; fi
     done <"$STACK_ENV"
   else
     echo "no $STACK_ENV: the stack was never started here"; ok=1

@@ -1,4 +1,5 @@
-//! The demo tenant that `make up` creates: a plan, a tenant subscribed to it, and an API key.
+//! The demo tenant that `make up` creates: a plan, a tenant subscribed to it, a catch-all
+//! route to the demo upstream, and an API key.
 
 use anyhow::Context;
 use rust_decimal::Decimal;
@@ -65,6 +66,7 @@ pub async fn seed(
     client: &mut Client,
     pepper: &KeyPepper,
     reuse: Option<&str>,
+    upstream: &str,
 ) -> anyhow::Result<Seeded> {
     let plan = demo_plan()?;
     let tx = client.transaction().await?;
@@ -114,6 +116,16 @@ pub async fn seed(
     )
     .await
     .context("subscribing the demo tenant")?;
+
+    tx.execute(
+        "INSERT INTO routes (id, tenant_id, name, path_prefix, upstreams) \
+         VALUES ($1, $2, 'demo', '/', ARRAY[$3]) \
+         ON CONFLICT (tenant_id, coalesce(host, ''), path_prefix) \
+         DO UPDATE SET upstreams = EXCLUDED.upstreams, updated_at = now()",
+        &[&uuid::Uuid::now_v7(), &tenant_id, &upstream],
+    )
+    .await
+    .context("routing the demo tenant")?;
 
     let reusable = match reuse.map(ApiKey::parse) {
         Some(Ok(key)) => {

@@ -45,6 +45,13 @@ enum Command {
         /// idempotent and does not mint a new key every time.
         #[arg(long, env = "TOLLGATE_DEMO_API_KEY", hide_env_values = true)]
         reuse_key: Option<String>,
+        /// `host:port` the demo tenant's catch-all route forwards to.
+        #[arg(
+            long,
+            env = "TOLLGATE_DEMO_UPSTREAM",
+            default_value = "127.0.0.1:58090"
+        )]
+        upstream: String,
     },
 }
 
@@ -70,11 +77,12 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             key_pepper,
             reuse_key,
+            upstream,
         } => {
             let pepper = KeyPepper::from_hex(&key_pepper)
                 .with_context(|| format!("{ENV_KEY_PEPPER} is invalid"))?;
             let mut client = db::connect(&database_url, ENV_DATABASE_URL).await?;
-            let seeded = demo::seed(&mut client, &pepper, reuse_key.as_deref()).await?;
+            let seeded = demo::seed(&mut client, &pepper, reuse_key.as_deref(), &upstream).await?;
             eprintln!(
                 "demo tenant {} on plan {:?}; API key {} ({})",
                 seeded.tenant_id,

@@ -264,18 +264,19 @@ async fn seeding_the_demo_is_idempotent_and_its_key_verifies() {
     assert_ne!(third, first, "an unknown key is replaced");
 
     let client = db.client().await;
-    let counts: (i64, i64, i64, i64) = {
+    let counts: (i64, i64, i64, i64, i64) = {
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM plans), \
-                        (SELECT count(*) FROM subscriptions), (SELECT count(*) FROM api_keys)",
+                        (SELECT count(*) FROM subscriptions), (SELECT count(*) FROM api_keys), \
+                        (SELECT count(*) FROM routes)",
                 &[],
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1), row.get(2), row.get(3))
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
     };
-    assert_eq!(counts, (1, 1, 1, 2));
+    assert_eq!(counts, (1, 1, 1, 2, 1));
 
     let parsed = ParsedApiKey::parse(&third).unwrap();
     let stored: Vec<u8> = client
