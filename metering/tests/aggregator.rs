@@ -259,14 +259,8 @@ async fn distinct_valid_events_are_stored_once_and_malformed_ones_dead_lettered(
             async move {
                 stored_events(client).await == 300
                     && metrics.events_duplicate.get() == 60
-                    && metrics
-                        .dead_lettered
-                        .get_or_create(&reason("malformed"))
-                        .get()
-                        + metrics
-                            .dead_lettered
-                            .get_or_create(&reason("unknown_type"))
-                            .get()
+                    && dead_lettered(&metrics, "malformed")
+                        + dead_lettered(&metrics, "unknown_type")
                         == 4
             }
         },
@@ -308,8 +302,11 @@ async fn distinct_valid_events_are_stored_once_and_malformed_ones_dead_lettered(
     );
 }
 
-fn reason(reason: &'static str) -> tollgate_metering::metrics::ReasonLabel {
-    tollgate_metering::metrics::ReasonLabel { reason }
+/// One label's count. The guard `get_or_create` returns must be dropped before the next call,
+/// which may need the family's write lock to insert a new label.
+fn dead_lettered(metrics: &Metrics, reason: &'static str) -> u64 {
+    let label = tollgate_metering::metrics::ReasonLabel { reason };
+    metrics.dead_lettered.get_or_create(&label).get()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
