@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tollgate_core::{EventId, KeyPepper, ParsedApiKey, TenantId};
 use tollgate_test_support::TestDb;
+use tollgate_test_support::fixtures::insert_tenant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-control-api");
 
@@ -136,14 +137,7 @@ async fn config_changes_are_announced_on_one_channel_with_table_and_id() {
         .unwrap();
 
     let client = db.client().await;
-    let tenant = TenantId::new();
-    client
-        .execute(
-            "INSERT INTO tenants (id, slug, name) VALUES ($1, 'acme', 'Acme')",
-            &[tenant.as_uuid()],
-        )
-        .await
-        .unwrap();
+    let tenant = insert_tenant(&client, "acme").await;
     client
         .execute(
             "INSERT INTO api_keys (id, tenant_id, display_prefix, secret_hmac) \
@@ -212,14 +206,7 @@ async fn usage_events_are_deduplicated_on_event_id_and_time() {
 async fn a_tenant_gets_one_invoice_per_period() {
     let db = TestDb::new().await;
     let client = db.client().await;
-    let tenant = TenantId::new();
-    client
-        .execute(
-            "INSERT INTO tenants (id, slug, name) VALUES ($1, 'acme', 'Acme')",
-            &[tenant.as_uuid()],
-        )
-        .await
-        .unwrap();
+    let tenant = insert_tenant(&client, "acme").await;
     let insert = "INSERT INTO invoices (id, tenant_id, period_start, period_end, currency) \
                   VALUES ($1, $2, '2026-11-01T00:00:00Z', '2026-12-01T00:00:00Z', 'USD')";
     client

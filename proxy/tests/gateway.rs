@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_core::{ApiKey, KeyEnv, TenantId};
 use tollgate_test_support::TestDb;
+use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
 
 const PEPPER_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
 
@@ -149,23 +150,9 @@ struct Fixture {
 async fn fixture(upstream: SocketAddr) -> Fixture {
     let db = TestDb::new().await;
     let client = db.client().await;
-    let tenant = TenantId::new();
-    let key = ApiKey::generate(KeyEnv::Live).unwrap();
     let pepper = tollgate_core::KeyPepper::from_hex(PEPPER_HEX).unwrap();
-    client
-        .execute(
-            "INSERT INTO tenants (id, slug, name) VALUES ($1, 'acme', 'Acme')",
-            &[tenant.as_uuid()],
-        )
-        .await
-        .unwrap();
-    client
-        .execute(
-            "INSERT INTO api_keys (id, tenant_id, display_prefix, secret_hmac) VALUES ($1, $2, $3, $4)",
-            &[&key.id().as_str(), tenant.as_uuid(), &key.display_prefix(), &key.hash(&pepper).as_bytes().as_slice()],
-        )
-        .await
-        .unwrap();
+    let tenant = insert_tenant(&client, "acme").await;
+    let key = insert_api_key(&client, tenant, &pepper).await;
     client
         .execute(
             "INSERT INTO routes (id, tenant_id, path_prefix, upstreams, max_body_bytes) \

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use tollgate_core::{ApiKey, KeyEnv, KeyPepper, TenantId};
+use tollgate_core::{ApiKey, KeyPepper, TenantId};
 use tollgate_proxy::snapshot::LoadedSnapshot;
 use tollgate_proxy::{KeyRejection, LoaderSettings, SnapshotHandle, loader};
+use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
 use tollgate_test_support::{FaultyLink, TestDb};
 
 fn pepper() -> KeyPepper {
@@ -19,28 +20,8 @@ fn pepper() -> KeyPepper {
 
 /// A tenant with one key; returns the key.
 async fn seed(client: &tokio_postgres::Client) -> ApiKey {
-    let tenant = TenantId::new();
-    client
-        .execute(
-            "INSERT INTO tenants (id, slug, name) VALUES ($1, 'acme', 'Acme')",
-            &[tenant.as_uuid()],
-        )
-        .await
-        .unwrap();
-    let key = ApiKey::generate(KeyEnv::Live).unwrap();
-    client
-        .execute(
-            "INSERT INTO api_keys (id, tenant_id, display_prefix, secret_hmac) VALUES ($1, $2, $3, $4)",
-            &[
-                &key.id().as_str(),
-                tenant.as_uuid(),
-                &key.display_prefix(),
-                &key.hash(&pepper()).as_bytes().as_slice(),
-            ],
-        )
-        .await
-        .unwrap();
-    key
+    let tenant = insert_tenant(client, "acme").await;
+    insert_api_key(client, tenant, &pepper()).await
 }
 
 fn authenticate(snapshot: &LoadedSnapshot, key: &ApiKey) -> Result<(), KeyRejection> {
@@ -156,22 +137,17 @@ async fn the_last_snapshot_keeps_serving_while_postgres_is_away() {
     task.await.unwrap();
 }
 
+/// Another key for the tenant that owns `first`.
 async fn seed_second_key(client: &tokio_postgres::Client, first: &ApiKey) -> ApiKey {
-    let key = ApiKey::generate(KeyEnv::Live).unwrap();
-    client
-        .execute(
-            "INSERT INTO api_keys (id, tenant_id, display_prefix, secret_hmac) \
-             SELECT $1, tenant_id, $2, $3 FROM api_keys WHERE id = $4",
-            &[
-                &key.id().as_str(),
-                &key.display_prefix(),
-                &key.hash(&pepper()).as_bytes().as_slice(),
-                &first.id().as_str(),
-            ],
+    let tenant: uuid::Uuid = client
+        .query_one(
+            "SELECT tenant_id FROM api_keys WHERE id = $1",
+            &[&first.id().as_str()],
         )
         .await
-        .unwrap();
-    key
+        .unwrap()
+        .get(0);
+    insert_api_key(client, TenantId::from_uuid(tenant), &pepper()).await
 }
 
 #[tokio::test]

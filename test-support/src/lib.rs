@@ -10,6 +10,7 @@
 //! failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod fixtures;
 mod kafka;
 mod postgres;
 mod redis_prefix;
