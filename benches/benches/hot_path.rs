@@ -1,4 +1,5 @@
-//! Per-request costs on the hot path: credential parse and verify, usage event encoding.
+//! Per-request costs on the hot path: credential parse and verify, snapshot authentication at
+//! 100k keys, usage event encoding.
 // A bench that cannot set up must stop loudly.
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tollgate_core::{
     ApiKey, EventId, KeyEnv, KeyPepper, Outcome, ParsedApiKey, TenantId, UsageData, UsageEvent,
 };
+use tollgate_proxy::snapshot::{ConfigSnapshot, KeyRecord, TenantConfig, TenantStatus};
 
 fn api_key(c: &mut Criterion) {
     let pepper = KeyPepper::from_bytes(&[7; 32]).unwrap();
@@ -62,5 +64,48 @@ fn usage_event(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, api_key, usage_event);
+fn snapshot_lookup(c: &mut Criterion) {
+    let pepper = KeyPepper::from_bytes(&[7; 32]).unwrap();
+    let mut snapshot = ConfigSnapshot::default();
+    let tenant = TenantId::new();
+    snapshot.tenants.insert(
+        tenant,
+        TenantConfig {
+            id: tenant,
+            slug: "bench".into(),
+            status: TenantStatus::Active,
+            plan: None,
+        },
+    );
+    let mut probe = None;
+    for _ in 0..100_000 {
+        let key = ApiKey::generate(KeyEnv::Live).unwrap();
+        snapshot.keys.insert(
+            key.id(),
+            KeyRecord {
+                id: key.id(),
+                tenant_id: tenant,
+                hash: key.hash(&pepper),
+                active: true,
+                scopes: Vec::new(),
+                expires_at: None,
+            },
+        );
+        probe = Some(key);
+    }
+    let token = probe.unwrap().expose().to_owned();
+    let now = time::OffsetDateTime::now_utc();
+    c.bench_function("snapshot/authenticate_100k_keys", |b| {
+        b.iter(|| {
+            let parsed = ParsedApiKey::parse(black_box(&token)).unwrap();
+            snapshot
+                .authenticate_key(&parsed, &pepper, now)
+                .unwrap()
+                .0
+                .id
+        })
+    });
+}
+
+criterion_group!(benches, api_key, snapshot_lookup, usage_event);
 criterion_main!(benches);
