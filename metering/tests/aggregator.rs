@@ -141,6 +141,18 @@ async fn stored_events(client: &tokio_postgres::Client) -> i64 {
         .unwrap_or(-1)
 }
 
+/// Requests counted in `usage_minute`.
+async fn rolled_up_requests(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(sum(request_count), 0)::int8 FROM usage_minute",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// `usage_minute` equals a fresh aggregation of `usage_events`, row for row.
 async fn assert_rollup_matches_events(client: &tokio_postgres::Client) {
     let mismatches: i64 = client
@@ -269,11 +281,7 @@ async fn distinct_valid_events_are_stored_once_and_malformed_ones_dead_lettered(
     assert!(running.health.ready());
     assert_eq!(running.stop().await, Exit::Shutdown);
 
-    let total: i64 = client
-        .query_one("SELECT sum(request_count)::int8 FROM usage_minute", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = rolled_up_requests(&client).await;
     assert_eq!(total, 300);
     let billable: i64 = client
         .query_one("SELECT sum(billable_count)::int8 FROM usage_minute", &[])
@@ -347,11 +355,7 @@ async fn a_crash_between_database_and_offset_commit_changes_no_totals() {
     )
     .await;
     restarted.stop().await;
-    let total: i64 = client
-        .query_one("SELECT sum(request_count)::int8 FROM usage_minute", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = rolled_up_requests(&client).await;
     assert_eq!(total, 250, "the replayed batch was not counted twice");
     assert_rollup_matches_events(&client).await;
 }
@@ -402,11 +406,7 @@ async fn two_consumers_split_the_partitions_and_totals_stay_exact_when_one_leave
     })
     .await;
     first.stop().await;
-    let total: i64 = client
-        .query_one("SELECT sum(request_count)::int8 FROM usage_minute", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = rolled_up_requests(&client).await;
     assert_eq!(total, expected);
     assert_rollup_matches_events(&client).await;
 }
@@ -471,11 +471,7 @@ async fn a_postgres_outage_loses_and_doubles_nothing() {
     })
     .await;
     running.stop().await;
-    let total: i64 = client
-        .query_one("SELECT sum(request_count)::int8 FROM usage_minute", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = rolled_up_requests(&client).await;
     assert_eq!(total, produced);
     assert_rollup_matches_events(&client).await;
 }
