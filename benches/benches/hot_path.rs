@@ -1,5 +1,5 @@
 //! Per-request costs on the hot path: credential parse and verify, snapshot authentication at
-//! 100k keys, usage event encoding.
+//! 100k keys, the GCRA limiter decision, usage event encoding.
 // A bench that cannot set up must stop loudly.
 #![allow(clippy::unwrap_used)]
 
@@ -107,5 +107,20 @@ fn snapshot_lookup(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, api_key, snapshot_lookup, usage_event);
+fn limiter(c: &mut Criterion) {
+    let gcra = tollgate_proxy::gcra::Gcra::new(tollgate_core::RatePolicy {
+        requests_per_second: 1_000_000,
+        burst: 1000,
+    });
+    let tat = std::sync::atomic::AtomicU64::new(0);
+    let mut now = 0u64;
+    c.bench_function("limiter/gcra_decision", |b| {
+        b.iter(|| {
+            now += 1000;
+            gcra.check_atomic(black_box(&tat), now).allowed
+        })
+    });
+}
+
+criterion_group!(benches, api_key, snapshot_lookup, limiter, usage_event);
 criterion_main!(benches);

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod credentials;
 pub mod gateway;
+pub mod gcra;
 pub mod loader;
 pub mod routing;
 pub mod snapshot;
