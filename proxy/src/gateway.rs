@@ -25,7 +25,7 @@ use crate::snapshot::{RouteConfig, SnapshotHandle};
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     tenant: Option<TenantId>,
-    route: Option<RouteConfig>,
+    route: Option<Arc<RouteConfig>>,
     request_id: String,
 }
 

@@ -276,7 +276,11 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
             max_body_bytes: u64::try_from(row.get::<_, i64>(9)).unwrap_or(0),
             required_scope: row.get(10),
         };
-        snapshot.routes.entry(tenant_id).or_default().push(route);
+        snapshot
+            .routes
+            .entry(tenant_id)
+            .or_default()
+            .push(Arc::new(route));
     }
     for routes in snapshot.routes.values_mut() {
         // Most specific first: a longer prefix, then a route bound to a host.

@@ -1,14 +1,16 @@
 //! Picking a tenant's route for a request: host (if the route names one) and path prefix on a
 //! segment boundary, most specific first (the snapshot keeps routes in that order).
 
+use std::sync::Arc;
+
 use crate::snapshot::RouteConfig;
 
 /// The first route matching `host` and `path`.
 pub fn match_route<'a>(
-    routes: &'a [RouteConfig],
+    routes: &'a [Arc<RouteConfig>],
     host: Option<&str>,
     path: &str,
-) -> Option<&'a RouteConfig> {
+) -> Option<&'a Arc<RouteConfig>> {
     let host = host.map(|h| {
         h.rsplit_once(':').map_or(h, |(name, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -47,8 +49,8 @@ mod tests {
 
     use super::*;
 
-    fn route(host: Option<&str>, prefix: &str) -> RouteConfig {
-        RouteConfig {
+    fn route(host: Option<&str>, prefix: &str) -> Arc<RouteConfig> {
+        Arc::new(RouteConfig {
             id: RouteId::new(),
             tenant_id: TenantId::new(),
             host: host.map(str::to_owned),
@@ -60,7 +62,7 @@ mod tests {
             retries: 0,
             max_body_bytes: 1024,
             required_scope: None,
-        }
+        })
     }
 
     #[test]

@@ -156,8 +156,8 @@ pub struct ConfigSnapshot {
     pub keys: HashMap<KeyId, KeyRecord>,
     /// Plans by id.
     pub plans: HashMap<PlanId, Arc<Plan>>,
-    /// Routes per tenant, longest path prefix first.
-    pub routes: HashMap<TenantId, Vec<RouteConfig>>,
+    /// Routes per tenant, longest path prefix first; shared so a request holds one without copying.
+    pub routes: HashMap<TenantId, Vec<Arc<RouteConfig>>>,
     /// JWT issuers by (issuer, audience).
     pub issuers: HashMap<(String, String), JwtIssuerConfig>,
 }
