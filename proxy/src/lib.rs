@@ -10,9 +10,12 @@ pub mod admin;
 pub mod credentials;
 pub mod gateway;
 pub mod gcra;
+pub mod jwt;
+pub mod limits;
 pub mod loader;
 pub mod routing;
 pub mod snapshot;
+pub mod usage;
 
 pub use loader::{LoadError, LoaderSettings, load_snapshot};
 pub use snapshot::{ConfigSnapshot, KeyRejection, SnapshotHandle, TenantStatus};

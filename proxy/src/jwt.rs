@@ -1,0 +1,1 @@
+//! JWT authentication against per-tenant issuers with pinned algorithms (in progress).

@@ -1,0 +1,1 @@
+//! Plan limits: request rate (GCRA, cluster-wide through Redis) and monthly quota (in progress).
