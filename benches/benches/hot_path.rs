@@ -111,6 +111,7 @@ fn limiter(c: &mut Criterion) {
     let gcra = tollgate_proxy::gcra::Gcra::new(tollgate_core::RatePolicy {
         requests_per_second: 1_000_000,
         burst: 1000,
+        strict: false,
     });
     let tat = std::sync::atomic::AtomicU64::new(0);
     let mut now = 0u64;

@@ -31,6 +31,7 @@ fn demo_plan() -> anyhow::Result<Plan> {
         rate: RatePolicy {
             requests_per_second: 10,
             burst: 20,
+            strict: false,
         },
         quota: Some(Quota {
             included_requests: 100_000,

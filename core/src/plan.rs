@@ -39,6 +39,10 @@ pub struct RatePolicy {
     pub requests_per_second: u32,
     /// Requests that may arrive at once after a quiet period.
     pub burst: u32,
+    /// Decide every request with one atomic Redis script instead of delayed sync: exact
+    /// cluster-wide at the cost of a Redis round trip per request. For very low limits.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// What happens at the monthly quota.
@@ -449,6 +453,7 @@ mod tests {
             rate: RatePolicy {
                 requests_per_second: 100,
                 burst: 200,
+                strict: false,
             },
             quota: Some(Quota {
                 included_requests: 1_000_000,

@@ -1,35 +1,83 @@
-//! The admin port: `/health` (alive) and `/ready` (a snapshot is loaded).
+//! The admin port: `/health` (alive), `/ready` (a snapshot is loaded and the proxy is not
+//! draining) and `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use prometheus_client::registry::Registry;
 
+use crate::metrics::GatewayMetrics;
 use crate::snapshot::SnapshotHandle;
+
+/// Set once a graceful shutdown has begun: `/ready` turns 503 so the load balancer stops
+/// sending new requests while in-flight ones finish.
+#[derive(Debug, Default)]
+pub struct Draining(AtomicBool);
+
+impl Draining {
+    /// Whether the shutdown has begun.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A background service that flips [`Draining`] when Pingora's shutdown starts.
+#[derive(Debug)]
+pub struct DrainWatcher(pub Arc<Draining>);
+
+#[async_trait]
+impl BackgroundService for DrainWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.0.0.store(true, Ordering::Release);
+        tracing::info!("Draining: /ready answers 503 until the process exits.");
+    }
+}
 
 /// Serves the admin endpoints.
 #[derive(Debug)]
 pub struct AdminApp {
     snapshot: Arc<SnapshotHandle>,
+    draining: Arc<Draining>,
+    registry: Arc<Registry>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl AdminApp {
-    /// Readiness follows `snapshot`.
-    pub fn new(snapshot: Arc<SnapshotHandle>) -> Self {
-        Self { snapshot }
+    /// Readiness follows `snapshot` and `draining`; `/metrics` renders `registry`.
+    pub fn new(
+        snapshot: Arc<SnapshotHandle>,
+        draining: Arc<Draining>,
+        registry: Arc<Registry>,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
+        Self {
+            snapshot,
+            draining,
+            registry,
+            metrics,
+        }
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response<Vec<u8>> {
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Vec<u8>> {
     let body = body.into_bytes();
     Response::builder()
         .status(status)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .header("content-length", body.len())
         .body(body)
         .unwrap_or_default()
+}
+
+fn json(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    respond(status, "application/json", body)
 }
 
 #[async_trait]
@@ -38,6 +86,10 @@ impl ServeHttp for AdminApp {
         match session.req_header().uri.path() {
             "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
             "/ready" => match self.snapshot.load() {
+                _ if self.draining.get() => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"ready":false,"reason":"draining"}"#.into(),
+                ),
                 Some(snapshot) => json(
                     StatusCode::OK,
                     format!(
@@ -51,6 +103,25 @@ impl ServeHttp for AdminApp {
                     r#"{"ready":false,"reason":"no config snapshot loaded yet"}"#.into(),
                 ),
             },
+            "/metrics" => {
+                if let Some(snapshot) = self.snapshot.load() {
+                    self.metrics
+                        .snapshot(snapshot.loaded_at.elapsed().as_secs(), snapshot.generation);
+                }
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+                    Ok(()) => respond(
+                        StatusCode::OK,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        text,
+                    ),
+                    Err(_) => json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        r#"{"error":{"code":"metrics_unavailable","message":"encoding failed"}}"#
+                            .into(),
+                    ),
+                }
+            }
             _ => json(
                 StatusCode::NOT_FOUND,
                 r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#.into(),

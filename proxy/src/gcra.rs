@@ -70,6 +70,45 @@ impl Gcra {
         }
     }
 
+    /// Nanoseconds between requests at the sustained rate.
+    pub fn period(&self) -> u64 {
+        self.period
+    }
+
+    /// How far ahead of now the arrival time may run, nanoseconds.
+    pub fn tolerance(&self) -> u64 {
+        self.tolerance
+    }
+
+    /// The decision a shared arrival time `backlog` nanoseconds ahead of now implies, for a
+    /// request that was (`allowed`) or was not admitted by another decider (Redis).
+    pub fn from_backlog(&self, backlog: i64, allowed: bool) -> RateDecision {
+        let ahead = u64::try_from(backlog).unwrap_or(0);
+        if allowed {
+            let headroom = (self.tolerance + self.period).saturating_sub(ahead) / self.period;
+            RateDecision {
+                allowed: true,
+                remaining: u32::try_from(headroom).unwrap_or(u32::MAX).min(self.burst),
+                reset_after: ahead,
+                retry_after: 0,
+            }
+        } else {
+            RateDecision {
+                allowed: false,
+                remaining: 0,
+                reset_after: ahead,
+                retry_after: ahead.saturating_sub(self.tolerance).max(1),
+            }
+        }
+    }
+
+    /// The arrival time for `now` after a cluster sync: the cluster's backlog plus
+    /// `own` admissions made since the flush that learnt it.
+    pub fn resync(&self, now: u64, backlog: i64, own: u64) -> u64 {
+        now.saturating_add(u64::try_from(backlog).unwrap_or(0))
+            .saturating_add(own.saturating_mul(self.period))
+    }
+
     fn decide(&self, tat: u64, now: u64) -> (RateDecision, Option<u64>) {
         let start = tat.max(now);
         let ahead = start - now;
@@ -107,6 +146,7 @@ mod tests {
         Gcra::new(RatePolicy {
             requests_per_second: rate,
             burst,
+            strict: false,
         })
     }
 

@@ -13,6 +13,7 @@ pub mod gcra;
 pub mod jwt;
 pub mod limits;
 pub mod loader;
+pub mod metrics;
 pub mod routing;
 pub mod snapshot;
 pub mod usage;

@@ -177,7 +177,7 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
     for row in tx
         .query(
             "SELECT id, name, rate_per_second, burst, quota_included_requests, quota_cap, \
-                    failure_mode, pricing FROM plans",
+                    failure_mode, pricing, rate_strict FROM plans",
             &[],
         )
         .await?
@@ -318,6 +318,7 @@ fn plan_from_row(row: &tokio_postgres::Row) -> Result<Plan, String> {
     let rate = RatePolicy {
         requests_per_second: u32::try_from(row.get::<_, i32>(2)).map_err(|e| e.to_string())?,
         burst: u32::try_from(row.get::<_, i32>(3)).map_err(|e| e.to_string())?,
+        strict: row.get(8),
     };
     let quota = match (row.get::<_, Option<i64>>(4), row.get::<_, Option<&str>>(5)) {
         (Some(included), Some(cap)) => Some(Quota {

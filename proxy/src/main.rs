@@ -2,16 +2,21 @@
 //! keeps it current), serves tenants' traffic and the admin endpoints.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tollgate_core::KeyPepper;
-use tollgate_proxy::admin::AdminApp;
-use tollgate_proxy::gateway::Gateway;
+use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining};
+use tollgate_proxy::gateway::{Gateway, GatewaySettings};
+use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
+use tollgate_proxy::metrics::GatewayMetrics;
 use tollgate_proxy::{LoaderSettings, SnapshotHandle, loader};
 
 #[derive(Debug, Parser)]
@@ -39,6 +44,35 @@ struct Cli {
     /// Seconds in-flight requests get after SIGTERM (below Kubernetes' 30 s grace).
     #[arg(long, env = "TOLLGATE_PROXY_GRACE_SECONDS", default_value_t = 20)]
     grace_seconds: u64,
+    /// Redis for cluster-wide limits (`redis://…`); without it, limits are per node.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Prefix of the limiter's Redis keys.
+    #[arg(long, env = "TOLLGATE_REDIS_KEY_PREFIX", default_value = "tollgate:")]
+    redis_key_prefix: String,
+    /// Proxy replicas sharing the limits; each falls back to `rate ÷ replicas` without Redis.
+    #[arg(long, env = "TOLLGATE_PROXY_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    replicas: u32,
+    /// Milliseconds between flushes of local admissions to Redis.
+    #[arg(long, env = "TOLLGATE_LIMIT_SYNC_MS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    limit_sync_ms: u64,
+    /// Deadline of a Redis flush or strict decision, milliseconds.
+    #[arg(long, env = "TOLLGATE_REDIS_TIMEOUT_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    redis_timeout_ms: u64,
+    /// Largest request head (request line + headers) in bytes; larger ones get 431.
+    #[arg(long, env = "TOLLGATE_PROXY_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1_000_000))]
+    max_header_bytes: u64,
+    /// Failed authentications per second from one address before its requests are refused
+    /// unchecked (429).
+    #[arg(long, env = "TOLLGATE_PROXY_FLOOD_THRESHOLD", default_value_t = 100)]
+    flood_threshold: u32,
+    /// This instance's name in usage events; defaults to the host name.
+    #[arg(long, env = "TOLLGATE_PROXY_INSTANCE")]
+    instance: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -51,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         .database_url
         .parse()
         .context("TOLLGATE_DATABASE_URL is not a valid PostgreSQL URL")?;
+    if let Some(url) = &cli.redis_url {
+        redis::Client::open(url.as_str()).context("TOLLGATE_REDIS_URL is not a valid Redis URL")?;
+    }
     if cli.check_config {
         eprintln!("configuration is valid");
         return Ok(());
@@ -64,20 +101,38 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     let snapshot = Arc::new(SnapshotHandle::default());
-    // The loader runs on its own small runtime: Pingora owns the main thread.
-    let (_stop_loader, shutdown) = watch::channel(false);
-    let loader_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the loader runtime")?;
-    let (handle, settings) = (
-        snapshot.clone(),
-        LoaderSettings::new(cli.database_url.clone()),
-    );
-    std::thread::Builder::new()
-        .name("config-loader".into())
-        .spawn(move || loader_runtime.block_on(loader::run(settings, handle, shutdown)))
-        .context("starting the loader thread")?;
+    // Background work runs on small runtimes of its own: Pingora owns the main thread.
+    let (stop_background, shutdown) = watch::channel(false);
+    let settings = LoaderSettings::new(cli.database_url.clone());
+    let loader_thread = spawn_service("config-loader", {
+        let (snapshot, shutdown) = (snapshot.clone(), shutdown.clone());
+        async move { loader::run(settings, snapshot, shutdown).await }
+    })?;
+    let limiter = Arc::new(Limiter::new(LimiterSettings {
+        replicas: cli.replicas,
+        cluster: cli.redis_url.is_some(),
+    }));
+    let sync = cli.redis_url.clone().map(|url| SyncSettings {
+        key_prefix: cli.redis_key_prefix.clone(),
+        interval: Duration::from_millis(cli.limit_sync_ms),
+        timeout: Duration::from_millis(cli.redis_timeout_ms),
+        ..SyncSettings::new(url)
+    });
+    let limiter_thread = spawn_service("limiter-sync", {
+        let (limiter, shutdown) = (limiter.clone(), shutdown.clone());
+        async move { run_sync(limiter, sync, shutdown).await }
+    })?;
+
+    let metrics = Arc::new(GatewayMetrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    limiter.metrics().register(&mut registry);
+    let draining = Arc::new(Draining::default());
+    let instance = cli
+        .instance
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "tollgate-proxy".to_owned());
 
     let conf = ServerConf {
         threads: cli.threads.unwrap_or_else(|| {
@@ -89,15 +144,51 @@ fn main() -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service(
-        &server.configuration,
-        Gateway::new(snapshot.clone(), Arc::new(pepper)),
+    let gateway = Gateway::new(
+        snapshot.clone(),
+        Arc::new(pepper),
+        limiter,
+        metrics.clone(),
+        None,
+        GatewaySettings {
+            max_header_bytes: usize::try_from(cli.max_header_bytes).unwrap_or(usize::MAX),
+            flood_threshold: cli.flood_threshold,
+            instance: Arc::from(instance),
+        },
     );
+    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, gateway);
     proxy.add_tcp(&cli.listen);
-    let mut admin = Service::new("admin".to_owned(), AdminApp::new(snapshot));
+    let mut admin = Service::new(
+        "admin".to_owned(),
+        AdminApp::new(snapshot, draining.clone(), Arc::new(registry), metrics),
+    );
     admin.add_tcp(&cli.admin_listen);
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(background_service("drain watcher", DrainWatcher(draining)));
     tracing::info!(listen = %cli.listen, admin = %cli.admin_listen, "Gateway starting.");
-    server.run_forever()
+    server.run(RunArgs::default());
+
+    // In-flight requests are done: stop the background services, which flush what they hold.
+    let _ = stop_background.send(true);
+    for thread in [limiter_thread, loader_thread] {
+        let _ = thread.join();
+    }
+    tracing::info!("Gateway stopped.");
+    Ok(())
+}
+
+/// Runs `service` to completion on a current-thread runtime in a thread of its own.
+fn spawn_service<F>(name: &str, service: F) -> anyhow::Result<std::thread::JoinHandle<()>>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .with_context(|| format!("starting the {name} runtime"))?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || runtime.block_on(service))
+        .with_context(|| format!("starting the {name} thread"))
 }

@@ -1,0 +1,408 @@
+//! The limiter's Redis side: the delayed-sync service (one pipelined flush of every tenant's
+//! pending admissions per interval), the circuit breaker around it, and the strict-mode script.
+//!
+//! Times in Redis are microseconds from Redis' own clock (`TIME`), and nodes send ages and
+//! receive backlogs (`tat − now`) rather than timestamps, so node clocks need not agree.
+
+use std::sync::{Arc, LazyLock};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tollgate_core::plan::QuotaCap;
+use tollgate_core::{Plan, TenantId};
+
+use super::{
+    Limiter, NO_PENDING, StrictClient, TenantLimits, current_month, monotonic_nanos,
+};
+
+/// Adds a node's admissions to the cluster's arrival time and month counter; answers with
+/// the backlog (µs) and the month's total.
+/// KEYS: rate, quota. ARGV: admissions, period µs, age of the oldest admission µs,
+/// quota admissions, has quota (1/0), quota TTL s.
+const SYNC_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  local first = now - tonumber(ARGV[3])
+  if tat < first then tat = first end
+  tat = tat + n * tonumber(ARGV[2])
+  local ttl = math.ceil((tat - now) / 1000)
+  if ttl < 0 then ttl = 0 end
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', ttl + 60000)
+end
+local used = 0
+if ARGV[5] == '1' then
+  used = redis.call('INCRBY', KEYS[2], tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+end
+return {math.floor(tat - now), used}
+";
+
+/// One GCRA decision (and quota reservation) in Redis. Answers {verdict, backlog µs, used}:
+/// verdict 1 allowed, 0 rate limited, 2 quota exceeded.
+/// KEYS: rate, quota. ARGV: period µs, tolerance µs, quota limit, hard (1/0),
+/// has quota (1/0), quota TTL s.
+const STRICT_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local used = 0
+if ARGV[5] == '1' then used = tonumber(redis.call('GET', KEYS[2]) or '0') end
+if ARGV[4] == '1' and used >= tonumber(ARGV[3]) then
+  return {2, math.floor(tat - now), used}
+end
+if tat - now > tonumber(ARGV[2]) then
+  return {0, math.floor(tat - now), used}
+end
+tat = tat + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 60000)
+if ARGV[5] == '1' then
+  used = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+end
+return {1, math.floor(tat - now), used}
+";
+
+/// Quota counters outlive their month by a few days so late flushes still land.
+const QUOTA_TTL_SECONDS: u64 = 35 * 24 * 3600;
+
+/// How the sync service reaches Redis.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// `redis://…` URL.
+    pub redis_url: String,
+    /// Prefix of every key the limiter writes.
+    pub key_prefix: String,
+    /// Time between flushes: the staleness of a node's view of the cluster.
+    pub interval: Duration,
+    /// Deadline of one flush or strict decision; past it Redis counts as down.
+    pub timeout: Duration,
+    /// Time between reconnection attempts while Redis is down.
+    pub retry_interval: Duration,
+    /// Tenants idle this long are forgotten.
+    pub idle_eviction: Duration,
+}
+
+impl SyncSettings {
+    /// Defaults for `redis_url`: flush every 20 ms, 250 ms deadline, retry every 500 ms.
+    pub fn new(redis_url: String) -> Self {
+        Self {
+            redis_url,
+            key_prefix: "tollgate:".into(),
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(250),
+            retry_interval: Duration::from_millis(500),
+            idle_eviction: Duration::from_secs(600),
+        }
+    }
+}
+
+fn rate_key(prefix: &str, tenant: TenantId) -> String {
+    format!("{prefix}rate:{tenant}")
+}
+
+fn quota_key(prefix: &str, tenant: TenantId, month: u32) -> String {
+    format!("{prefix}quota:{tenant}:{:04}-{:02}", month / 12, month % 12 + 1)
+}
+
+/// Nanoseconds as a decimal number of microseconds, without floating point.
+fn micros(nanos: u64) -> String {
+    format!("{}.{:03}", nanos / 1000, nanos % 1000)
+}
+
+/// Runs until `shutdown`: flushes pending admissions, keeps the month current, forgets idle
+/// tenants. Without `settings` (no Redis) only the local bookkeeping runs.
+pub async fn run_sync(
+    limiter: Arc<Limiter>,
+    settings: Option<SyncSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(settings) = settings else {
+        run_local(&limiter, &mut shutdown).await;
+        return;
+    };
+    let client = match redis::Client::open(settings.redis_url.as_str()) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "Invalid Redis URL; limits stay local.");
+            run_local(&limiter, &mut shutdown).await;
+            return;
+        }
+    };
+    let sync_script = Script::new(SYNC_SCRIPT);
+    let strict_script = Script::new(STRICT_SCRIPT);
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut next_attempt = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            _ = ticker.tick() => {}
+        }
+        refresh_month(&limiter);
+        if last_sweep.elapsed() >= Duration::from_secs(60) {
+            limiter.evict_idle(monotonic_nanos(), settings.idle_eviction);
+            last_sweep = Instant::now();
+        }
+        let conn = match &connection {
+            Some(conn) => conn.clone(),
+            None if Instant::now() < next_attempt => continue,
+            None => match connect(&client, &settings, &[&sync_script, &strict_script]).await {
+                Ok(conn) => {
+                    connection = Some(conn.clone());
+                    conn
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "Redis still unreachable.");
+                    next_attempt = Instant::now() + settings.retry_interval;
+                    continue;
+                }
+            },
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(settings.timeout, flush(&limiter, &settings, conn.clone(), &sync_script)).await {
+            Ok(Ok(())) => {
+                limiter
+                    .metrics
+                    .sync_duration
+                    .0
+                    .observe(started.elapsed().as_secs_f64());
+                if !limiter.cluster_up.swap(true, Ordering::AcqRel) {
+                    tracing::info!("Cluster rate limits in force (Redis reachable).");
+                    limiter.metrics.cluster_available.set(1);
+                }
+                if limiter.strict_connection.load().is_none() {
+                    limiter.strict_connection.store(Some(Arc::new(StrictClient {
+                        connection: conn,
+                        prefix: settings.key_prefix.clone(),
+                        timeout: settings.timeout,
+                    })));
+                }
+            }
+            Ok(Err(error)) => {
+                mark_down(&limiter, &format!("{error}"));
+                connection = None;
+                next_attempt = Instant::now() + settings.retry_interval;
+            }
+            Err(_) => {
+                mark_down(&limiter, "flush timed out");
+                connection = None;
+                next_attempt = Instant::now() + settings.retry_interval;
+            }
+        }
+    }
+    // A last flush so a stopping node's admissions still count.
+    if let Some(conn) = connection {
+        let _ = tokio::time::timeout(
+            settings.timeout,
+            flush(&limiter, &settings, conn, &sync_script),
+        )
+        .await;
+    }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn mark_down(limiter: &Limiter, reason: &str) {
+    limiter.metrics.sync_failures.inc();
+    limiter.strict_connection.store(None);
+    if limiter.cluster_up.swap(false, Ordering::AcqRel) {
+        tracing::warn!(
+            reason,
+            "Redis unreachable: local rate limits (rate ÷ replicas) until it returns."
+        );
+        limiter.metrics.cluster_available.set(0);
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    settings: &SyncSettings,
+    scripts: &[&Script],
+) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(settings.timeout));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    // Scripts are loaded on every (re)connection: a restarted Redis has forgotten them.
+    for script in scripts {
+        script.prepare_invoke().load_async(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+async fn run_local(limiter: &Limiter, shutdown: &mut watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut sweeps = 0u32;
+    loop {
+        tokio::select! {
+            _ = stopped(shutdown) => return,
+            _ = ticker.tick() => {}
+        }
+        refresh_month(limiter);
+        // Without a cluster, the quota count is this node's own: fold pending into it.
+        for (_, entry) in limiter.tenants() {
+            let pending = entry.pending.load(Ordering::Acquire);
+            if pending > 0 {
+                entry.quota_synced.fetch_add(pending, Ordering::AcqRel);
+                entry.pending.fetch_sub(pending, Ordering::AcqRel);
+            }
+        }
+        sweeps += 1;
+        if sweeps % 60 == 0 {
+            limiter.evict_idle(monotonic_nanos(), Duration::from_secs(600));
+        }
+    }
+}
+
+/// A new month starts every tenant's quota from zero.
+fn refresh_month(limiter: &Limiter) {
+    let month = current_month(time::OffsetDateTime::now_utc());
+    if limiter.month.swap(month, Ordering::AcqRel) != month {
+        for (_, entry) in limiter.tenants() {
+            entry.quota_synced.store(0, Ordering::Release);
+            entry.quota_month.store(month, Ordering::Release);
+        }
+    }
+}
+
+/// What one tenant reports in a flush.
+struct Report {
+    entry: Arc<TenantLimits>,
+    admitted: u64,
+    outage: u64,
+}
+
+/// Sends every tenant's pending admissions (and refreshes recently active ones) in one
+/// pipelined round trip, then moves each tenant's view to the cluster's answer.
+async fn flush(
+    limiter: &Limiter,
+    settings: &SyncSettings,
+    mut conn: MultiplexedConnection,
+    script: &Script,
+) -> redis::RedisResult<()> {
+    let now = monotonic_nanos();
+    let recent = u64::try_from(Duration::from_secs(1).as_nanos()).unwrap_or(u64::MAX);
+    let month = limiter.month.load(Ordering::Acquire);
+    let mut pipe = redis::pipe();
+    let mut reports = Vec::new();
+    for (tenant, entry) in limiter.tenants() {
+        let admitted = entry.pending.load(Ordering::Acquire);
+        let active = now.saturating_sub(entry.last_seen.load(Ordering::Relaxed)) < recent;
+        if admitted == 0 && !active {
+            continue;
+        }
+        let outage = entry.pending_outage.load(Ordering::Acquire).min(admitted);
+        let first = entry.first_pending.load(Ordering::Acquire);
+        let age = if first == NO_PENDING {
+            0
+        } else {
+            now.saturating_sub(first) / 1000
+        };
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(rate_key(&settings.key_prefix, tenant))
+            .arg(quota_key(&settings.key_prefix, tenant, month))
+            .arg(admitted - outage)
+            .arg(micros(entry.cluster.period()))
+            .arg(age)
+            .arg(admitted)
+            .arg(u8::from(entry.quota.is_some()))
+            .arg(QUOTA_TTL_SECONDS);
+        reports.push(Report {
+            entry,
+            admitted,
+            outage,
+        });
+    }
+    if reports.is_empty() {
+        // Nothing to report: a PING keeps the breaker honest.
+        return redis::cmd("PING").query_async::<()>(&mut conn).await;
+    }
+    let replies: Vec<(i64, u64)> = pipe.query_async(&mut conn).await?;
+    let now = monotonic_nanos();
+    for (report, (backlog_us, used)) in reports.iter().zip(replies) {
+        let entry = &report.entry;
+        if entry.quota.is_some() {
+            // Store the total before releasing pending: briefly counting twice errs on the
+            // side of the quota.
+            entry.quota_synced.store(used, Ordering::Release);
+        }
+        let left = entry
+            .pending
+            .fetch_sub(report.admitted, Ordering::AcqRel)
+            .saturating_sub(report.admitted);
+        entry.pending_outage.fetch_sub(report.outage, Ordering::AcqRel);
+        entry
+            .first_pending
+            .store(if left == 0 { NO_PENDING } else { now }, Ordering::Release);
+        let backlog = backlog_us.saturating_mul(1000);
+        entry
+            .tat
+            .store(entry.cluster.resync(now, backlog, left), Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Redis' answer to a strict decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StrictReply {
+    pub verdict: StrictVerdict,
+    pub backlog_nanos: i64,
+    pub quota_used: u64,
+}
+
+/// Redis' verdict in strict mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StrictVerdict {
+    Allowed,
+    RateLimited,
+    QuotaExceeded,
+}
+
+pub(super) async fn strict_decision(
+    mut conn: MultiplexedConnection,
+    prefix: &str,
+    tenant: TenantId,
+    plan: &Plan,
+    month: u32,
+) -> redis::RedisResult<StrictReply> {
+    let gcra = crate::gcra::Gcra::new(plan.rate());
+    let quota = plan.quota();
+    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STRICT_SCRIPT));
+    let (verdict, backlog_us, used): (i64, i64, u64) = SCRIPT
+        .key(rate_key(prefix, tenant))
+        .key(quota_key(prefix, tenant, month))
+        .arg(micros(gcra.period()))
+        .arg(micros(gcra.tolerance()))
+        .arg(quota.map_or(0, |q| q.included_requests))
+        .arg(u8::from(quota.is_some_and(|q| q.cap == QuotaCap::Hard)))
+        .arg(u8::from(quota.is_some()))
+        .arg(QUOTA_TTL_SECONDS)
+        .invoke_async(&mut conn)
+        .await?;
+    let verdict = match verdict {
+        1 => StrictVerdict::Allowed,
+        2 => StrictVerdict::QuotaExceeded,
+        _ => StrictVerdict::RateLimited,
+    };
+    Ok(StrictReply {
+        verdict,
+        backlog_nanos: backlog_us.saturating_mul(1000),
+        quota_used: used,
+    })
+}

@@ -1,0 +1,1 @@
+//! Limiter unit tests (in-memory paths).
