@@ -423,6 +423,11 @@ impl ConfigSnapshot {
                 JwtRejection::Malformed
             }
         })?;
+        // No JWS extension is implemented here, so one marked critical must be refused
+        // (RFC 7515 §4.1.11). Key hints (`jwk`, `jku`, `x5u`, `kid`) are ignored: the key is pinned.
+        if header.crit.is_some() {
+            return Err(JwtRejection::Malformed);
+        }
         let claims: TokenClaims = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| JwtRejection::Malformed)?;
         let iss = claims.iss.as_deref().ok_or(JwtRejection::Malformed)?;

@@ -430,6 +430,16 @@ fn missing_or_mistyped_claims_are_malformed() {
 }
 
 #[test]
+fn a_token_with_critical_header_extensions_is_refused() {
+    let signer = hs256();
+    let snapshot = snapshot_trusting(&signer, TenantStatus::Active);
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["b64".into()]);
+    let token = jsonwebtoken::encode(&header, &claims(), &signer.signing).unwrap();
+    assert_eq!(rejection(&snapshot, &token), JwtRejection::Malformed);
+}
+
+#[test]
 fn garbage_and_oversized_tokens_are_malformed() {
     let signer = hs256();
     let snapshot = snapshot_trusting(&signer, TenantStatus::Active);
