@@ -1,22 +1,36 @@
-//! Where a request's credential is: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+//! Where a request's credential is: `Authorization: Bearer <key or JWT>` or `X-API-Key: <key>`.
 
 use pingora_http::RequestHeader;
 
-/// A credential found in the request, borrowed from its headers.
+use crate::jwt::looks_like_jwt;
+
+/// A credential found in the request, borrowed from its headers, as the current gateway reads
+/// it: every credential is taken for an API key. [`classify_credential`] also tells JWTs apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
     /// An API key (`tg_…`).
     ApiKey(&'a str),
 }
 
+/// A credential found in the request, with bearer JWTs told apart from API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassifiedCredential<'a> {
+    /// An API key (`tg_…`), or anything that is not a JWT (it then fails as an API key).
+    ApiKey(&'a str),
+    /// A bearer value shaped like a JWT ([`looks_like_jwt`]): three base64url segments.
+    Jwt(&'a str),
+}
+
 /// Why no usable credential was found (401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     /// Neither header is present.
-    #[error("send an API key in the Authorization header (Bearer) or in X-API-Key")]
+    #[error(
+        "send an API key or JWT in the Authorization header (Bearer), or an API key in X-API-Key"
+    )]
     Missing,
     /// A header is present but unusable.
-    #[error("the Authorization header must be \"Bearer <API key>\"")]
+    #[error("the Authorization header must be \"Bearer <API key or JWT>\"")]
     Malformed,
     /// Both headers carry a credential: ambiguous, so refused.
     #[error("send the credential in only one of Authorization and X-API-Key")]
@@ -33,8 +47,21 @@ impl CredentialError {
     }
 }
 
-/// Finds the credential without allocating.
+/// Finds the credential without allocating. JWT-unaware: a bearer JWT comes back as
+/// [`Credential::ApiKey`]; use [`classify_credential`] to accept JWTs.
 pub fn extract_credential(request: &RequestHeader) -> Result<Credential<'_>, CredentialError> {
+    classify_credential(request).map(|credential| match credential {
+        ClassifiedCredential::ApiKey(value) | ClassifiedCredential::Jwt(value) => {
+            Credential::ApiKey(value)
+        }
+    })
+}
+
+/// Finds the credential without allocating and tells a bearer JWT from an API key. `X-API-Key`
+/// always carries an API key.
+pub fn classify_credential(
+    request: &RequestHeader,
+) -> Result<ClassifiedCredential<'_>, CredentialError> {
     let bearer = request
         .headers
         .get("authorization")
@@ -62,7 +89,8 @@ pub fn extract_credential(request: &RequestHeader) -> Result<Credential<'_>, Cre
         .transpose()?;
     match (bearer, header) {
         (Some(_), Some(_)) => Err(CredentialError::Ambiguous),
-        (Some(key), None) | (None, Some(key)) => Ok(Credential::ApiKey(key)),
+        (Some(token), None) if looks_like_jwt(token) => Ok(ClassifiedCredential::Jwt(token)),
+        (Some(key), None) | (None, Some(key)) => Ok(ClassifiedCredential::ApiKey(key)),
         (None, None) => Err(CredentialError::Missing),
     }
 }
@@ -120,6 +148,76 @@ mod tests {
                 ("x-api-key", b"b")
             ])),
             Err(CredentialError::Ambiguous)
+        );
+    }
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcCJ9.c2lnbmF0dXJl";
+
+    #[test]
+    fn a_bearer_jwt_is_told_apart_from_an_api_key() {
+        let bearer = format!("Bearer {JWT}");
+        let with_jwt = request(&[("authorization", bearer.as_bytes())]);
+        assert_eq!(
+            classify_credential(&with_jwt),
+            Ok(ClassifiedCredential::Jwt(JWT))
+        );
+        // The JWT-unaware reading still hands it over as an API key.
+        assert_eq!(extract_credential(&with_jwt), Ok(Credential::ApiKey(JWT)));
+        assert_eq!(
+            classify_credential(&request(&[("authorization", b"Bearer tg_live_a.b.c")])),
+            Ok(ClassifiedCredential::ApiKey("tg_live_a.b.c"))
+        );
+        assert_eq!(
+            classify_credential(&request(&[("authorization", b"bearer tg_abc")])),
+            Ok(ClassifiedCredential::ApiKey("tg_abc"))
+        );
+    }
+
+    #[test]
+    fn an_unsigned_jwt_is_still_a_jwt_so_it_is_refused_as_one() {
+        let unsigned = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.";
+        let bearer = format!("Bearer {unsigned}");
+        assert_eq!(
+            classify_credential(&request(&[("authorization", bearer.as_bytes())])),
+            Ok(ClassifiedCredential::Jwt(unsigned))
+        );
+    }
+
+    #[test]
+    fn values_not_shaped_like_a_jwt_stay_api_keys() {
+        for value in [
+            "a.b", "a.b.c.d", ".b.c", "a..c", "a.b+.c", "a.b.c=", "a b.c.d",
+        ] {
+            let bearer = format!("Bearer {value}");
+            assert_eq!(
+                classify_credential(&request(&[("authorization", bearer.as_bytes())])),
+                Ok(ClassifiedCredential::ApiKey(value)),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_api_key_never_carries_a_jwt_and_the_old_rejections_hold() {
+        assert_eq!(
+            classify_credential(&request(&[("x-api-key", JWT.as_bytes())])),
+            Ok(ClassifiedCredential::ApiKey(JWT))
+        );
+        let bearer = format!("Bearer {JWT}");
+        let both = request(&[
+            ("authorization", bearer.as_bytes()),
+            ("x-api-key", b"tg_abc"),
+        ]);
+        assert_eq!(classify_credential(&both), Err(CredentialError::Ambiguous));
+        assert_eq!(CredentialError::Ambiguous.code(), "malformed_credential");
+        assert_eq!(
+            classify_credential(&request(&[])),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(CredentialError::Missing.code(), "missing_credential");
+        assert_eq!(
+            classify_credential(&request(&[("authorization", b"Basic a.b.c")])),
+            Err(CredentialError::Malformed)
         );
     }
 }

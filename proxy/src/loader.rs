@@ -22,6 +22,7 @@ use tollgate_core::{
 };
 use uuid::Uuid;
 
+use crate::jwt::JwtIssuer;
 use crate::snapshot::{
     ConfigSnapshot, JwtIssuerConfig, KeyRecord, RouteConfig, SnapshotHandle, TenantConfig,
     TenantStatus,
@@ -299,16 +300,26 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         )
         .await?
     {
-        let issuer = JwtIssuerConfig {
+        let config = JwtIssuerConfig {
             tenant_id: TenantId::from_uuid(row.get(0)),
             issuer: row.get(1),
             audience: row.get(2),
             algorithm: row.get(3),
             key_material: row.get(4),
         };
-        snapshot
-            .issuers
-            .insert((issuer.issuer.clone(), issuer.audience.clone()), issuer);
+        // A bad row costs its issuer only; the error never carries the key material.
+        match JwtIssuer::prepare(&config) {
+            Ok(issuer) => {
+                snapshot.issuers.insert(issuer);
+            }
+            Err(error) => tracing::warn!(
+                tenant_id = %config.tenant_id,
+                issuer = %config.issuer,
+                audience = %config.audience,
+                %error,
+                "JWT issuer skipped: invalid."
+            ),
+        }
     }
     tx.commit().await?;
     Ok(snapshot)

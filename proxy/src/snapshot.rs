@@ -10,6 +10,8 @@ use arc_swap::ArcSwapOption;
 use time::OffsetDateTime;
 use tollgate_core::{KeyHash, KeyId, KeyPepper, ParsedApiKey, Plan, PlanId, RouteId, TenantId};
 
+use crate::jwt::JwtIssuers;
+
 /// Whether a tenant may use the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TenantStatus {
@@ -88,7 +90,8 @@ pub struct RouteConfig {
     pub required_scope: Option<String>,
 }
 
-/// A tenant's JWT issuer with its pinned algorithm.
+/// A tenant's JWT issuer as stored, with its pinned algorithm.
+/// [`crate::jwt::JwtIssuer::prepare`] turns it into the form the snapshot holds.
 #[derive(Clone)]
 pub struct JwtIssuerConfig {
     /// Owner.
@@ -158,8 +161,8 @@ pub struct ConfigSnapshot {
     pub plans: HashMap<PlanId, Arc<Plan>>,
     /// Routes per tenant, longest path prefix first; shared so a request holds one without copying.
     pub routes: HashMap<TenantId, Vec<Arc<RouteConfig>>>,
-    /// JWT issuers by (issuer, audience).
-    pub issuers: HashMap<(String, String), JwtIssuerConfig>,
+    /// JWT issuers, prepared, by (issuer, audience).
+    pub issuers: JwtIssuers,
 }
 
 impl ConfigSnapshot {
