@@ -1,2 +1,6 @@
 //! Usage events: queued from the request path without waiting, produced to Kafka, spooled to
-//! disk when the broker is unreachable (in progress).
+//! disk when the broker is unreachable.
+
+pub mod spool;
+
+pub use spool::{SpoolError, SpoolLimits, UsageSpool};
