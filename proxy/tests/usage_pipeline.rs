@@ -431,3 +431,78 @@ async fn a_restarted_proxy_replays_the_spool_left_by_the_previous_one() {
     assert_eq!(segments(&spool.0), 0);
     assert_eq!(metrics.dropped_total(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_drops_and_counts_instead_of_blocking() {
+    const EVENTS: u64 = 200;
+    let spool = TempDir::new();
+    // A port nothing listens on: every event overflows the tiny producer queue.
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = UsageConfig {
+        producer_queue_messages: 10,
+        spool_segment_bytes: 4096,
+        spool_max_bytes: 8192,
+        ..config(&closed_port.to_string(), "usage-events", &spool.0)
+    };
+    let pipeline = UsagePipeline::start(config, UsageMetrics::default()).unwrap();
+    let sink = pipeline.sink();
+    let metrics = pipeline.metrics().clone();
+    for _ in 0..EVENTS {
+        sink.submit(event(Some(TenantId::new())));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "overflow spooled or dropped",
+        || metrics.spooled.get() + metrics.dropped_total() == EVENTS - 10,
+    )
+    .await;
+    tokio::task::block_in_place(|| pipeline.shutdown(Duration::from_millis(200)));
+    let dropped = metrics.dropped(tollgate_proxy::usage::DropReason::SpoolFull);
+    assert!(dropped > 0, "the spool cap was never reached");
+    assert_eq!(metrics.spooled.get() + dropped, EVENTS);
+    assert!(metrics.spool_bytes.get() <= 8192);
+}
+
+/// Not a correctness test: how fast the local broker takes events with the production
+/// settings. `cargo test -p tollgate-proxy --test usage_pipeline throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn produce_throughput_against_the_local_broker() {
+    const EVENTS: usize = 50_000;
+    let topic = TestTopic::create(3).await;
+    let spool = TempDir::new();
+    let config = UsageConfig {
+        queue_capacity: EVENTS,
+        ..config(topic.brokers(), topic.name(), &spool.0)
+    };
+    let pipeline = UsagePipeline::start(config, UsageMetrics::default()).unwrap();
+    let metrics = pipeline.metrics().clone();
+    // Warm up: metadata and the idempotent producer id.
+    pipeline.sink().submit(event(None));
+    wait_until(Duration::from_secs(30), "warm-up event produced", || {
+        metrics.produced.get() == 1
+    })
+    .await;
+    let tenants = [TenantId::new(), TenantId::new(), TenantId::new()];
+    let sink = pipeline.sink();
+    let started = Instant::now();
+    for i in 0..EVENTS {
+        sink.submit(event(Some(tenants[i % 3])));
+    }
+    let total = u64::try_from(EVENTS).unwrap() + 1;
+    wait_until(Duration::from_secs(300), "all produced", || {
+        metrics.produced.get() + metrics.replayed.get() == total
+    })
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "{EVENTS} events in {elapsed:?}: {} events/s (compression {}, spooled {})",
+        u128::try_from(EVENTS).unwrap() * 1000 / elapsed.as_millis().max(1),
+        compression(),
+        metrics.spooled.get()
+    );
+    tokio::task::block_in_place(|| pipeline.shutdown(Duration::from_secs(5)));
+}
