@@ -235,6 +235,8 @@ cmd_up() {
   local gateway="127.0.0.1:$GATEWAY_PORT" gateway_admin="127.0.0.1:$GATEWAY_ADMIN_PORT"
   start_service proxy "http://$gateway_admin/ready" env \
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
+    TOLLGATE_REDIS_URL="$(stack_value REDIS_URL)" TOLLGATE_KAFKA_BROKERS="$(stack_value KAFKA_BROKERS)" \
+    TOLLGATE_USAGE_SPOOL_DIR="$STATE_DIR/usage-spool" TOLLGATE_PROXY_GRACE_SECONDS=2 \
     TOLLGATE_PROXY_LISTEN="$gateway" TOLLGATE_PROXY_ADMIN_LISTEN="$gateway_admin" "$bin/tollgate-proxy"
   set_stack_value GATEWAY_URL "http://$gateway"
   set_stack_value GATEWAY_ADMIN_URL "http://$gateway_admin"
@@ -246,7 +248,7 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Redis       127.0.0.1:$REDIS_PORT
   Kafka       $(stack_value KAFKA_BROKERS)
   Demo key    $(printf '%s' "$key" | cut -c1-24)… (DEMO_API_KEY in stack.env)
-  Gateway     http://$gateway   (admin http://$gateway_admin/ready)
+  Gateway     http://$gateway   (admin http://$gateway_admin/ready, /metrics)
   Metering    http://$metering_admin/metrics
   Logs        $STATE_DIR/run/*.log
 

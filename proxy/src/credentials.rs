@@ -4,17 +4,9 @@ use pingora_http::RequestHeader;
 
 use crate::jwt::looks_like_jwt;
 
-/// A credential found in the request, borrowed from its headers, as the current gateway reads
-/// it: every credential is taken for an API key. [`classify_credential`] also tells JWTs apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential<'a> {
-    /// An API key (`tg_…`).
-    ApiKey(&'a str),
-}
-
 /// A credential found in the request, with bearer JWTs told apart from API keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClassifiedCredential<'a> {
+pub enum Credential<'a> {
     /// An API key (`tg_…`), or anything that is not a JWT (it then fails as an API key).
     ApiKey(&'a str),
     /// A bearer value shaped like a JWT ([`looks_like_jwt`]): three base64url segments.
@@ -47,21 +39,9 @@ impl CredentialError {
     }
 }
 
-/// Finds the credential without allocating. JWT-unaware: a bearer JWT comes back as
-/// [`Credential::ApiKey`]; use [`classify_credential`] to accept JWTs.
-pub fn extract_credential(request: &RequestHeader) -> Result<Credential<'_>, CredentialError> {
-    classify_credential(request).map(|credential| match credential {
-        ClassifiedCredential::ApiKey(value) | ClassifiedCredential::Jwt(value) => {
-            Credential::ApiKey(value)
-        }
-    })
-}
-
 /// Finds the credential without allocating and tells a bearer JWT from an API key. `X-API-Key`
 /// always carries an API key.
-pub fn classify_credential(
-    request: &RequestHeader,
-) -> Result<ClassifiedCredential<'_>, CredentialError> {
+pub fn extract_credential(request: &RequestHeader) -> Result<Credential<'_>, CredentialError> {
     let bearer = request
         .headers
         .get("authorization")
@@ -89,8 +69,8 @@ pub fn classify_credential(
         .transpose()?;
     match (bearer, header) {
         (Some(_), Some(_)) => Err(CredentialError::Ambiguous),
-        (Some(token), None) if looks_like_jwt(token) => Ok(ClassifiedCredential::Jwt(token)),
-        (Some(key), None) | (None, Some(key)) => Ok(ClassifiedCredential::ApiKey(key)),
+        (Some(token), None) if looks_like_jwt(token) => Ok(Credential::Jwt(token)),
+        (Some(key), None) | (None, Some(key)) => Ok(Credential::ApiKey(key)),
         (None, None) => Err(CredentialError::Missing),
     }
 }
@@ -157,19 +137,14 @@ mod tests {
     fn a_bearer_jwt_is_told_apart_from_an_api_key() {
         let bearer = format!("Bearer {JWT}");
         let with_jwt = request(&[("authorization", bearer.as_bytes())]);
+        assert_eq!(extract_credential(&with_jwt), Ok(Credential::Jwt(JWT)));
         assert_eq!(
-            classify_credential(&with_jwt),
-            Ok(ClassifiedCredential::Jwt(JWT))
-        );
-        // The JWT-unaware reading still hands it over as an API key.
-        assert_eq!(extract_credential(&with_jwt), Ok(Credential::ApiKey(JWT)));
-        assert_eq!(
-            classify_credential(&request(&[("authorization", b"Bearer tg_live_a.b.c")])),
-            Ok(ClassifiedCredential::ApiKey("tg_live_a.b.c"))
+            extract_credential(&request(&[("authorization", b"Bearer tg_live_a.b.c")])),
+            Ok(Credential::ApiKey("tg_live_a.b.c"))
         );
         assert_eq!(
-            classify_credential(&request(&[("authorization", b"bearer tg_abc")])),
-            Ok(ClassifiedCredential::ApiKey("tg_abc"))
+            extract_credential(&request(&[("authorization", b"bearer tg_abc")])),
+            Ok(Credential::ApiKey("tg_abc"))
         );
     }
 
@@ -178,8 +153,8 @@ mod tests {
         let unsigned = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.";
         let bearer = format!("Bearer {unsigned}");
         assert_eq!(
-            classify_credential(&request(&[("authorization", bearer.as_bytes())])),
-            Ok(ClassifiedCredential::Jwt(unsigned))
+            extract_credential(&request(&[("authorization", bearer.as_bytes())])),
+            Ok(Credential::Jwt(unsigned))
         );
     }
 
@@ -190,33 +165,33 @@ mod tests {
         ] {
             let bearer = format!("Bearer {value}");
             assert_eq!(
-                classify_credential(&request(&[("authorization", bearer.as_bytes())])),
-                Ok(ClassifiedCredential::ApiKey(value)),
+                extract_credential(&request(&[("authorization", bearer.as_bytes())])),
+                Ok(Credential::ApiKey(value)),
                 "{value}"
             );
         }
     }
 
     #[test]
-    fn x_api_key_never_carries_a_jwt_and_the_old_rejections_hold() {
+    fn x_api_key_never_carries_a_jwt_and_both_headers_are_ambiguous() {
         assert_eq!(
-            classify_credential(&request(&[("x-api-key", JWT.as_bytes())])),
-            Ok(ClassifiedCredential::ApiKey(JWT))
+            extract_credential(&request(&[("x-api-key", JWT.as_bytes())])),
+            Ok(Credential::ApiKey(JWT))
         );
         let bearer = format!("Bearer {JWT}");
         let both = request(&[
             ("authorization", bearer.as_bytes()),
             ("x-api-key", b"tg_abc"),
         ]);
-        assert_eq!(classify_credential(&both), Err(CredentialError::Ambiguous));
+        assert_eq!(extract_credential(&both), Err(CredentialError::Ambiguous));
         assert_eq!(CredentialError::Ambiguous.code(), "malformed_credential");
         assert_eq!(
-            classify_credential(&request(&[])),
+            extract_credential(&request(&[])),
             Err(CredentialError::Missing)
         );
         assert_eq!(CredentialError::Missing.code(), "missing_credential");
         assert_eq!(
-            classify_credential(&request(&[("authorization", b"Basic a.b.c")])),
+            extract_credential(&request(&[("authorization", b"Basic a.b.c")])),
             Err(CredentialError::Malformed)
         );
     }

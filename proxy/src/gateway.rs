@@ -25,18 +25,14 @@ use tollgate_core::{
 };
 
 use crate::credentials::{Credential, extract_credential};
+use crate::jwt::JwtPrincipal;
 use crate::limits::{LimitDecision, LimitVerdict, Limiter, seconds_until_next_month};
 use crate::metrics::GatewayMetrics;
 use crate::routing::match_route;
-use crate::snapshot::{RouteConfig, SnapshotHandle};
+use crate::snapshot::{KeyRecord, KeyRejection, RouteConfig, SnapshotHandle};
+use crate::usage::UsageSink;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
-
-/// Where the gateway hands usage events. Called on the request path: must never block.
-pub trait UsageEmitter: Send + Sync + std::fmt::Debug {
-    /// Takes one event.
-    fn emit(&self, event: UsageEvent);
-}
 
 /// Gateway settings that do not come from the config snapshot.
 #[derive(Debug, Clone)]
@@ -96,7 +92,7 @@ pub struct Gateway {
     pepper: Arc<KeyPepper>,
     limiter: Arc<Limiter>,
     metrics: Arc<GatewayMetrics>,
-    usage: Option<Arc<dyn UsageEmitter>>,
+    usage: UsageSink,
     failed_auth: FailedAuthRate,
     settings: GatewaySettings,
     next_upstream: AtomicUsize,
@@ -110,7 +106,7 @@ impl Gateway {
         pepper: Arc<KeyPepper>,
         limiter: Arc<Limiter>,
         metrics: Arc<GatewayMetrics>,
-        usage: Option<Arc<dyn UsageEmitter>>,
+        usage: UsageSink,
         settings: GatewaySettings,
     ) -> Self {
         Self {
@@ -154,7 +150,24 @@ impl Gateway {
         } else {
             Outcome::Unauthorized
         });
-        reject(session, status, code, message, None).await
+        reject(session, ctx.request_id, status, code, message, None).await
+    }
+}
+
+/// Who a request authenticated as.
+enum Principal<'a> {
+    /// An API key's record in the snapshot.
+    Key(&'a KeyRecord),
+    /// A verified JWT's claims.
+    Jwt(JwtPrincipal),
+}
+
+impl Principal<'_> {
+    fn scopes(&self) -> &[String] {
+        match self {
+            Self::Key(record) => &record.scopes,
+            Self::Jwt(principal) => &principal.scopes,
+        }
     }
 }
 
@@ -203,7 +216,10 @@ fn apply_limit_headers(header: &mut ResponseHeader, decision: &LimitDecision) ->
     }
     match decision.verdict {
         LimitVerdict::RateLimited => {
-            header.insert_header("retry-after", ceil_seconds(decision.rate.retry_after).max(1))?;
+            header.insert_header(
+                "retry-after",
+                ceil_seconds(decision.rate.retry_after).max(1),
+            )?;
         }
         LimitVerdict::QuotaExceeded => {
             header.insert_header(
@@ -228,6 +244,7 @@ fn request_has_body(request: &RequestHeader) -> bool {
 /// unread body. Returns `Ok(true)`: the request is answered.
 async fn reject(
     session: &mut Session,
+    request_id: uuid::Uuid,
     status: u16,
     code: &str,
     message: &str,
@@ -237,6 +254,11 @@ async fn reject(
     let mut header = ResponseHeader::build(status, Some(12))?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len())?;
+    let mut id = uuid::Uuid::encode_buffer();
+    header.insert_header(
+        "x-request-id",
+        &*request_id.hyphenated().encode_lower(&mut id),
+    )?;
     if status == 401 {
         header.insert_header("www-authenticate", "Bearer")?;
     }
@@ -295,6 +317,7 @@ impl ProxyHttp for Gateway {
                 ctx.outcome = Some(Outcome::Rejected);
                 return reject(
                     session,
+                    ctx.request_id,
                     429,
                     "too_many_failed_auth",
                     "too many failed authentications from this address; slow down",
@@ -311,51 +334,64 @@ impl ProxyHttp for Gateway {
                 "the request head exceeds {} bytes",
                 self.settings.max_header_bytes
             );
-            return reject(session, 431, "headers_too_large", &message, None).await;
+            return reject(
+                session,
+                ctx.request_id,
+                431,
+                "headers_too_large",
+                &message,
+                None,
+            )
+            .await;
         }
         let Some(snapshot) = self.snapshot.load() else {
             ctx.outcome = Some(Outcome::Rejected);
-            return reject(session, 503, "not_ready", "the gateway is starting", None).await;
+            return reject(
+                session,
+                ctx.request_id,
+                503,
+                "not_ready",
+                "the gateway is starting",
+                None,
+            )
+            .await;
         };
         ctx.reached_auth = true;
-        let credential = match extract_credential(session.req_header()) {
-            Ok(Credential::ApiKey(key)) => key,
-            Err(rejection) => {
-                let message = rejection.to_string();
-                return self
-                    .refuse_credential(session, ctx, 401, rejection.code(), &message)
-                    .await;
-            }
-        };
-        let key = match ParsedApiKey::parse(credential) {
-            Ok(key) => key,
-            Err(e) => {
-                let message = e.to_string();
-                return self
-                    .refuse_credential(session, ctx, 401, "invalid_api_key", &message)
-                    .await;
-            }
-        };
-        let (tenant, record) =
-            match snapshot
+        let authenticated = match extract_credential(session.req_header()) {
+            Ok(Credential::ApiKey(key)) => match ParsedApiKey::parse(key) {
+                Ok(key) => snapshot
+                    .config
+                    .authenticate_key(&key, &self.pepper, ctx.arrived)
+                    .map(|(tenant, record)| (tenant, Principal::Key(record)))
+                    .map_err(|rejection| {
+                        let status = if rejection == KeyRejection::TenantSuspended {
+                            403
+                        } else {
+                            401
+                        };
+                        (status, rejection.code(), rejection.to_string())
+                    }),
+                Err(e) => Err((401, "invalid_api_key", e.to_string())),
+            },
+            Ok(Credential::Jwt(token)) => snapshot
                 .config
-                .authenticate_key(&key, &self.pepper, ctx.arrived)
-            {
-                Ok(found) => found,
-                Err(rejection) => {
-                    let status = if rejection.code() == "tenant_suspended" {
-                        403
-                    } else {
-                        401
-                    };
-                    let message = rejection.to_string();
-                    return self
-                        .refuse_credential(session, ctx, status, rejection.code(), &message)
-                        .await;
-                }
-            };
+                .authenticate_jwt(token, ctx.arrived)
+                .map(|(tenant, principal)| (tenant, Principal::Jwt(principal)))
+                .map_err(|rejection| (rejection.status(), rejection.code(), rejection.to_string())),
+            Err(rejection) => Err((401, rejection.code(), rejection.to_string())),
+        };
+        let (tenant, principal) = match authenticated {
+            Ok(found) => found,
+            Err((status, code, message)) => {
+                return self
+                    .refuse_credential(session, ctx, status, code, &message)
+                    .await;
+            }
+        };
         ctx.tenant = Some(tenant.id);
-        ctx.key_id = Some(record.id);
+        if let Principal::Key(record) = &principal {
+            ctx.key_id = Some(record.id);
+        }
         let request = session.req_header();
         let host = request
             .headers
@@ -371,15 +407,23 @@ impl ProxyHttp for Gateway {
         let Some(route) = match_route(routes, host, request.uri.path()) else {
             ctx.outcome = Some(Outcome::Rejected);
             let message = "no route matches this host and path";
-            return reject(session, 404, "no_route", message, None).await;
+            return reject(session, ctx.request_id, 404, "no_route", message, None).await;
         };
         ctx.route = Some(route.clone());
         if let Some(scope) = &route.required_scope
-            && !record.scopes.iter().any(|s| s == scope)
+            && !principal.scopes().iter().any(|s| s == scope)
         {
             ctx.outcome = Some(Outcome::Forbidden);
-            let message = format!("the API key lacks the scope {scope:?}");
-            return reject(session, 403, "missing_scope", &message, None).await;
+            let message = format!("the credential lacks the scope {scope:?}");
+            return reject(
+                session,
+                ctx.request_id,
+                403,
+                "missing_scope",
+                &message,
+                None,
+            )
+            .await;
         }
         let declared = request
             .headers
@@ -389,12 +433,28 @@ impl ProxyHttp for Gateway {
         if declared.is_some_and(|len| len > route.max_body_bytes) {
             ctx.outcome = Some(Outcome::Rejected);
             let message = format!("the request body exceeds {} bytes", route.max_body_bytes);
-            return reject(session, 413, "body_too_large", &message, None).await;
+            return reject(
+                session,
+                ctx.request_id,
+                413,
+                "body_too_large",
+                &message,
+                None,
+            )
+            .await;
         }
         let Some(plan) = &tenant.plan else {
             ctx.outcome = Some(Outcome::Forbidden);
             let message = "the tenant has no active subscription";
-            return reject(session, 403, "no_subscription", message, None).await;
+            return reject(
+                session,
+                ctx.request_id,
+                403,
+                "no_subscription",
+                message,
+                None,
+            )
+            .await;
         };
         let decision = self.limiter.check(tenant.id, plan).await;
         ctx.limit = Some(decision);
@@ -406,17 +466,41 @@ impl ProxyHttp for Gateway {
                     "rate limit of {} requests per second (burst {}) exceeded",
                     decision.policy.requests_per_second, decision.policy.burst
                 );
-                return reject(session, 429, "rate_limited", &message, Some(&decision)).await;
+                return reject(
+                    session,
+                    ctx.request_id,
+                    429,
+                    "rate_limited",
+                    &message,
+                    Some(&decision),
+                )
+                .await;
             }
             LimitVerdict::QuotaExceeded => {
                 ctx.outcome = Some(Outcome::QuotaExceeded);
                 let message = "the monthly request quota of the plan is used up";
-                return reject(session, 429, "quota_exceeded", message, Some(&decision)).await;
+                return reject(
+                    session,
+                    ctx.request_id,
+                    429,
+                    "quota_exceeded",
+                    message,
+                    Some(&decision),
+                )
+                .await;
             }
             LimitVerdict::Unavailable => {
                 ctx.outcome = Some(Outcome::Rejected);
                 let message = "rate limiting is unavailable and the plan fails closed";
-                return reject(session, 503, "rate_limiter_unavailable", message, None).await;
+                return reject(
+                    session,
+                    ctx.request_id,
+                    503,
+                    "rate_limiter_unavailable",
+                    message,
+                    None,
+                )
+                .await;
             }
         }
         ctx.retries_left = route.retries;
@@ -453,14 +537,14 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        if route.upstreams.is_empty() {
+        if route.upstream_addrs.is_empty() {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
-                "route has no upstreams",
+                "no upstream of the route resolved",
             ));
         }
-        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % route.upstreams.len();
-        let mut peer = HttpPeer::new(route.upstreams[index].as_str(), false, String::new());
+        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % route.upstream_addrs.len();
+        let mut peer = HttpPeer::new(route.upstream_addrs[index], false, String::new());
         peer.options.connection_timeout =
             Some(Duration::from_millis(u64::from(route.connect_timeout_ms)));
         peer.options.read_timeout = Some(Duration::from_millis(u64::from(route.read_timeout_ms)));
@@ -514,8 +598,9 @@ impl ProxyHttp for Gateway {
                 stripped.push('?');
                 stripped.push_str(query);
             }
-            let uri = http::Uri::try_from(stripped)
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "stripping the prefix", e))?;
+            let uri = http::Uri::try_from(stripped).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "stripping the prefix", e)
+            })?;
             upstream_request.set_uri(uri);
         }
         Ok(())
@@ -533,6 +618,11 @@ impl ProxyHttp for Gateway {
         if let Some(decision) = &ctx.limit {
             apply_limit_headers(upstream_response, decision)?;
         }
+        let mut id = uuid::Uuid::encode_buffer();
+        upstream_response.insert_header(
+            "x-request-id",
+            &*ctx.request_id.hyphenated().encode_lower(&mut id),
+        )?;
         Ok(())
     }
 
@@ -552,19 +642,34 @@ impl ProxyHttp for Gateway {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
-                (504, "upstream_timeout", "the upstream did not answer in time")
+                (
+                    504,
+                    "upstream_timeout",
+                    "the upstream did not answer in time",
+                )
             }
+            ErrorType::ConnectNoRoute | ErrorType::ConnectRefused | ErrorType::ConnectError => (
+                502,
+                "upstream_unavailable",
+                "the upstream could not be reached",
+            ),
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, "upstream_unavailable", "the upstream could not be reached"),
+                ErrorSource::Upstream => (
+                    502,
+                    "upstream_unavailable",
+                    "the upstream could not be reached",
+                ),
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         (0, "", "")
                     }
                     _ => (400, "bad_request", "the request could not be read"),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => {
-                    (500, "internal_error", "the gateway failed to handle the request")
-                }
+                ErrorSource::Internal | ErrorSource::Unset => (
+                    500,
+                    "internal_error",
+                    "the gateway failed to handle the request",
+                ),
             },
         };
         if ctx.outcome.is_none() && matches!(status, 502 | 504) {
@@ -572,7 +677,7 @@ impl ProxyHttp for Gateway {
         }
         let written = session.response_written().is_some();
         if status > 0 && !written {
-            let _ = reject(session, status, code, message, None).await;
+            let _ = reject(session, ctx.request_id, status, code, message, None).await;
         }
         FailToProxy {
             error_code: status,
@@ -599,14 +704,17 @@ impl ProxyHttp for Gateway {
         if let Some(upstream) = ctx.upstream_elapsed {
             self.metrics.observe_upstream(upstream.as_secs_f64());
         }
-        let (Some(usage), true) = (&self.usage, ctx.reached_auth) else {
+        if !ctx.reached_auth {
             return;
-        };
-        let response_head = session
-            .response_written()
-            .map_or(0, |r| r.headers.iter().fold(17, |n, (k, v)| n + k.as_str().len() + v.len() + 4));
+        }
+        let response_head = session.response_written().map_or(0, |r| {
+            r.headers
+                .iter()
+                .fold(17, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+        });
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        usage.emit(UsageEvent {
+        // Never blocks: a full queue goes to the spool, and a drop is counted there.
+        let _ = self.usage.submit(UsageEvent {
             id: EventId::from_uuid(ctx.request_id),
             source: self.settings.instance.clone(),
             time: ctx.arrived,

@@ -255,6 +255,7 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         );
     }
 
+    let mut routes = Vec::new();
     for row in tx
         .query(
             "SELECT id, tenant_id, host, path_prefix, strip_prefix, upstreams, connect_timeout_ms, \
@@ -263,34 +264,21 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         )
         .await?
     {
-        let tenant_id = TenantId::from_uuid(row.get(1));
         let route = RouteConfig {
             id: RouteId::from_uuid(row.get(0)),
-            tenant_id,
+            tenant_id: TenantId::from_uuid(row.get(1)),
             host: row.get(2),
             path_prefix: row.get(3),
             strip_prefix: row.get(4),
             upstreams: row.get(5),
+            upstream_addrs: Vec::new(),
             connect_timeout_ms: u32::try_from(row.get::<_, i32>(6)).unwrap_or(2000),
             read_timeout_ms: u32::try_from(row.get::<_, i32>(7)).unwrap_or(30_000),
             retries: u8::try_from(row.get::<_, i16>(8)).unwrap_or(0),
             max_body_bytes: u64::try_from(row.get::<_, i64>(9)).unwrap_or(0),
             required_scope: row.get(10),
         };
-        snapshot
-            .routes
-            .entry(tenant_id)
-            .or_default()
-            .push(Arc::new(route));
-    }
-    for routes in snapshot.routes.values_mut() {
-        // Most specific first: a longer prefix, then a route bound to a host.
-        routes.sort_by(|a, b| {
-            b.path_prefix
-                .len()
-                .cmp(&a.path_prefix.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
+        routes.push(route);
     }
 
     for row in tx
@@ -322,7 +310,60 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         }
     }
     tx.commit().await?;
+    // Outside the transaction: name resolution may take a while.
+    let mut resolved = HashMap::new();
+    for mut route in routes {
+        for upstream in &route.upstreams {
+            if !resolved.contains_key(upstream) {
+                let addrs = resolve_upstream(upstream).await;
+                resolved.insert(upstream.clone(), addrs);
+            }
+            route
+                .upstream_addrs
+                .extend(resolved.get(upstream).into_iter().flatten().copied());
+        }
+        snapshot
+            .routes
+            .entry(route.tenant_id)
+            .or_default()
+            .push(Arc::new(route));
+    }
+    for routes in snapshot.routes.values_mut() {
+        // Most specific first: a longer prefix, then a route bound to a host.
+        routes.sort_by(|a, b| {
+            b.path_prefix
+                .len()
+                .cmp(&a.path_prefix.len())
+                .then(b.host.is_some().cmp(&a.host.is_some()))
+        });
+    }
     Ok(snapshot)
+}
+
+/// Resolves `host:port` (optionally `http://host:port`). An upstream that does not resolve
+/// within 2 s, or asks for TLS (not built in), is left out with a warning; a route left with
+/// none answers 502.
+async fn resolve_upstream(upstream: &str) -> Vec<std::net::SocketAddr> {
+    if upstream.starts_with("https://") {
+        tracing::warn!(
+            upstream,
+            "TLS to upstreams is not supported by this build; skipped."
+        );
+        return Vec::new();
+    }
+    let target = upstream.strip_prefix("http://").unwrap_or(upstream);
+    let target = target.strip_suffix('/').unwrap_or(target);
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target)).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(error)) => {
+            tracing::warn!(upstream, %error, "Upstream does not resolve; skipped.");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(upstream, "Resolving the upstream timed out; skipped.");
+            Vec::new()
+        }
+    }
 }
 
 fn plan_from_row(row: &tokio_postgres::Row) -> Result<Plan, String> {

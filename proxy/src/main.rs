@@ -17,6 +17,7 @@ use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining};
 use tollgate_proxy::gateway::{Gateway, GatewaySettings};
 use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
 use tollgate_proxy::metrics::GatewayMetrics;
+use tollgate_proxy::usage::{UsageConfig, UsageMetrics, UsagePipeline};
 use tollgate_proxy::{LoaderSettings, SnapshotHandle, loader};
 
 #[derive(Debug, Parser)]
@@ -73,6 +74,28 @@ struct Cli {
     /// This instance's name in usage events; defaults to the host name.
     #[arg(long, env = "TOLLGATE_PROXY_INSTANCE")]
     instance: Option<String>,
+    /// Kafka bootstrap servers usage events are produced to.
+    #[arg(long, env = "TOLLGATE_KAFKA_BROKERS")]
+    kafka_brokers: String,
+    /// Topic of usage events.
+    #[arg(long, env = "TOLLGATE_USAGE_TOPIC", default_value = "usage-events")]
+    usage_topic: String,
+    /// Directory of the usage spool (events kept while Kafka is unreachable).
+    #[arg(
+        long,
+        env = "TOLLGATE_USAGE_SPOOL_DIR",
+        default_value = "/var/lib/tollgate/usage-spool"
+    )]
+    usage_spool_dir: std::path::PathBuf,
+    /// Largest size of the usage spool in bytes; beyond it events are dropped and counted.
+    #[arg(long, env = "TOLLGATE_USAGE_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    usage_spool_max_bytes: u64,
+    /// Compression of produced usage events: lz4, snappy, gzip or none.
+    #[arg(long, env = "TOLLGATE_USAGE_COMPRESSION", default_value = "lz4")]
+    usage_compression: String,
+    /// Seconds the usage pipeline gets at shutdown to deliver what it holds before spooling it.
+    #[arg(long, env = "TOLLGATE_USAGE_FLUSH_SECONDS", default_value_t = 5)]
+    usage_flush_seconds: u64,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -88,6 +111,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(url) = &cli.redis_url {
         redis::Client::open(url.as_str()).context("TOLLGATE_REDIS_URL is not a valid Redis URL")?;
     }
+    let usage_config = UsageConfig {
+        topic: cli.usage_topic.clone(),
+        spool_max_bytes: cli.usage_spool_max_bytes,
+        compression: cli.usage_compression.clone(),
+        ..UsageConfig::new(cli.kafka_brokers.clone(), cli.usage_spool_dir.clone())
+    };
+    usage_config.validate()?;
     if cli.check_config {
         eprintln!("configuration is valid");
         return Ok(());
@@ -123,10 +153,14 @@ fn main() -> anyhow::Result<()> {
         async move { run_sync(limiter, sync, shutdown).await }
     })?;
 
+    let usage = UsagePipeline::start(usage_config, UsageMetrics::default())
+        .context("starting the usage-event pipeline")?;
+
     let metrics = Arc::new(GatewayMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     limiter.metrics().register(&mut registry);
+    usage.metrics().register(&mut registry);
     let draining = Arc::new(Draining::default());
     let instance = cli
         .instance
@@ -149,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         Arc::new(pepper),
         limiter,
         metrics.clone(),
-        None,
+        usage.sink(),
         GatewaySettings {
             max_header_bytes: usize::try_from(cli.max_header_bytes).unwrap_or(usize::MAX),
             flood_threshold: cli.flood_threshold,
@@ -169,7 +203,9 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(listen = %cli.listen, admin = %cli.admin_listen, "Gateway starting.");
     server.run(RunArgs::default());
 
-    // In-flight requests are done: stop the background services, which flush what they hold.
+    // In-flight requests are done: deliver (or spool) their usage events, then stop the
+    // background services, which flush what they hold.
+    usage.shutdown(Duration::from_secs(cli.usage_flush_seconds));
     let _ = stop_background.send(true);
     for thread in [limiter_thread, loader_thread] {
         let _ = thread.join();

@@ -57,6 +57,7 @@ mod tests {
             path_prefix: prefix.into(),
             strip_prefix: false,
             upstreams: vec!["127.0.0.1:1".into()],
+            upstream_addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 1))],
             connect_timeout_ms: 1000,
             read_timeout_ms: 1000,
             retries: 0,

@@ -76,8 +76,10 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Remove the prefix before forwarding.
     pub strip_prefix: bool,
-    /// `host:port` of each upstream.
+    /// Each upstream as configured (`host:port`, optionally `http://`).
     pub upstreams: Vec<String>,
+    /// The upstreams' addresses, resolved when the snapshot was loaded (never per request).
+    pub upstream_addrs: Vec<std::net::SocketAddr>,
     /// Connect timeout, milliseconds.
     pub connect_timeout_ms: u32,
     /// Read timeout, milliseconds.

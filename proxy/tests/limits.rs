@@ -1,6 +1,11 @@
 //! Plan limits through the `tollgate-proxy` binary: headers, quota, three proxies sharing one
 //! Redis, a Redis outage, strict mode.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::float_arithmetic, clippy::cast_precision_loss)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::float_arithmetic,
+    clippy::cast_precision_loss
+)]
 
 mod common;
 
@@ -9,7 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Proxy, echo_upstream, error_code, fixture_with, get, send, start_proxy, start_proxy_with};
+use common::{
+    Fixture, Proxy, echo_upstream, error_code, fixture_with, get, send, start_proxy,
+    start_proxy_with,
+};
 use tokio::net::TcpStream;
 use tollgate_test_support::fixtures::PlanLimits;
 use tollgate_test_support::{FaultyLink, TestRedis};
@@ -30,7 +38,7 @@ async fn cluster(f: &Fixture, redis_url: &str, prefix: &str, n: usize) -> Vec<Pr
             ("TOLLGATE_REDIS_KEY_PREFIX", prefix.to_owned()),
             ("TOLLGATE_PROXY_REPLICAS", n.to_string()),
         ];
-        proxies.push(start_proxy_with(&f.db, &env).await);
+        proxies.push(start_proxy_with(f, &env).await);
     }
     for proxy in &proxies {
         wait_for_metric(proxy, "gateway_limiter_cluster_available 1").await;
@@ -57,7 +65,9 @@ async fn wait_for_metric(proxy: &Proxy, line: &str) {
 
 async fn ready_status(proxy: &Proxy) -> u16 {
     let mut conn = TcpStream::connect(proxy.admin).await.unwrap();
-    send(&mut conn, "GET /ready HTTP/1.1\r\nhost: admin\r\n\r\n").await.0
+    send(&mut conn, "GET /ready HTTP/1.1\r\nhost: admin\r\n\r\n")
+        .await
+        .0
 }
 
 /// Status counts of a paced run.
@@ -105,7 +115,7 @@ async fn a_burst_passes_then_429_carries_the_rate_limit_headers_and_retry_after(
         ..PlanLimits::default()
     };
     let f = fixture_with(upstream, limits).await;
-    let proxy = start_proxy(&f.db).await;
+    let proxy = start_proxy(&f).await;
     let auth = format!("x-api-key: {}\r\n", f.key.expose());
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     for expected_remaining in (0..5).rev() {
@@ -113,9 +123,18 @@ async fn a_burst_passes_then_429_carries_the_rate_limit_headers_and_retry_after(
         assert_eq!(status, 200);
         assert_eq!(header(&headers, "x-ratelimit-limit"), Some("5"));
         let remaining = expected_remaining.to_string();
-        assert_eq!(header(&headers, "x-ratelimit-remaining"), Some(remaining.as_str()));
-        assert_eq!(header(&headers, "ratelimit-policy"), Some("\"burst\";q=5;w=5"));
-        assert!(header(&headers, "ratelimit").is_some_and(|v| v.starts_with(&format!("\"burst\";r={remaining};t="))));
+        assert_eq!(
+            header(&headers, "x-ratelimit-remaining"),
+            Some(remaining.as_str())
+        );
+        assert_eq!(
+            header(&headers, "ratelimit-policy"),
+            Some("\"burst\";q=5;w=5")
+        );
+        assert!(
+            header(&headers, "ratelimit")
+                .is_some_and(|v| v.starts_with(&format!("\"burst\";r={remaining};t=")))
+        );
     }
     let (status, headers, body) = send(&mut conn, &get("/api/x", &auth)).await;
     assert_eq!((status, error_code(&body).as_str()), (429, "rate_limited"));
@@ -132,7 +151,10 @@ async fn a_burst_passes_then_429_carries_the_rate_limit_headers_and_retry_after(
         if status == 200 {
             break;
         }
-        assert!(refused_at.elapsed() < Duration::from_millis(1500), "no admission one period later");
+        assert!(
+            refused_at.elapsed() < Duration::from_millis(1500),
+            "no admission one period later"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -146,18 +168,27 @@ async fn a_hard_quota_refuses_with_quota_exceeded_and_a_soft_one_reports_overage
             ..PlanLimits::default()
         };
         let f = fixture_with(upstream, limits).await;
-        let proxy = start_proxy(&f.db).await;
+        let proxy = start_proxy(&f).await;
         let auth = format!("x-api-key: {}\r\n", f.key.expose());
         let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
         for left in (0..included).rev() {
             let (status, headers, _) = send(&mut conn, &get("/api/x", &auth)).await;
             assert_eq!(status, 200, "{cap}");
-            assert_eq!(header(&headers, "x-quota-remaining"), Some(left.to_string().as_str()));
-            assert_eq!(header(&headers, "x-quota-limit"), Some(included.to_string().as_str()));
+            assert_eq!(
+                header(&headers, "x-quota-remaining"),
+                Some(left.to_string().as_str())
+            );
+            assert_eq!(
+                header(&headers, "x-quota-limit"),
+                Some(included.to_string().as_str())
+            );
         }
         let (status, headers, body) = send(&mut conn, &get("/api/x", &auth)).await;
         if cap == "hard" {
-            assert_eq!((status, error_code(&body).as_str()), (429, "quota_exceeded"));
+            assert_eq!(
+                (status, error_code(&body).as_str()),
+                (429, "quota_exceeded")
+            );
             let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
             assert!((1..=31 * 24 * 3600).contains(&retry), "retry-after {retry}");
         } else {
@@ -190,8 +221,9 @@ async fn three_proxies_sharing_redis_hold_the_cluster_limit_at_five_times_the_ra
     let tally = drive(&addrs, &auth, offered_per_proxy, Duration::from_secs(10)).await;
     let elapsed = started.elapsed();
     let ok = tally.ok.load(Ordering::Relaxed);
-    let allowed = u64::try_from(CLUSTER_RATE).unwrap() * u64::try_from(elapsed.as_millis()).unwrap() / 1000
-        + u64::try_from(CLUSTER_BURST).unwrap();
+    let allowed =
+        u64::try_from(CLUSTER_RATE).unwrap() * u64::try_from(elapsed.as_millis()).unwrap() / 1000
+            + u64::try_from(CLUSTER_BURST).unwrap();
     let offered = ok + tally.limited.load(Ordering::Relaxed);
     println!(
         "3 proxies, {elapsed:?} at {offered} requests ({}x the limit): admitted {ok}, limit {allowed}, \
@@ -199,9 +231,19 @@ async fn three_proxies_sharing_redis_hold_the_cluster_limit_at_five_times_the_ra
         offered / allowed.max(1),
         (ok as f64 / allowed as f64 - 1.0) * 100.0
     );
-    assert_eq!(tally.other.load(Ordering::Relaxed), 0, "only 200 and 429 expected");
-    assert!(ok * 100 <= allowed * 105, "admitted {ok} > 1.05 × {allowed}");
-    assert!(ok * 100 >= allowed * 80, "admitted {ok}: the limit starves traffic (limit {allowed})");
+    assert_eq!(
+        tally.other.load(Ordering::Relaxed),
+        0,
+        "only 200 and 429 expected"
+    );
+    assert!(
+        ok * 100 <= allowed * 105,
+        "admitted {ok} > 1.05 × {allowed}"
+    );
+    assert!(
+        ok * 100 >= allowed * 80,
+        "admitted {ok}: the limit starves traffic (limit {allowed})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +265,9 @@ async fn a_redis_outage_falls_back_to_local_limits_without_errors_and_cluster_li
         .parse()
         .unwrap();
     let link = FaultyLink::start(redis_addr).await;
-    let url = redis.url().replace(&redis_addr.to_string(), &link.addr().to_string());
+    let url = redis
+        .url()
+        .replace(&redis_addr.to_string(), &link.addr().to_string());
     let proxies = cluster(&f, &url, redis.prefix(), 3).await;
     let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
     let auth = format!("x-api-key: {}\r\n", f.key.expose());
@@ -239,14 +283,26 @@ async fn a_redis_outage_falls_back_to_local_limits_without_errors_and_cluster_li
     let outage = drive(&addrs, &auth, per_proxy, phase).await;
     let secs = u64::try_from(started.elapsed().as_millis()).unwrap();
     for proxy in &proxies {
-        assert_eq!(ready_status(proxy).await, 200, "/ready must stay 200 without Redis");
+        assert_eq!(
+            ready_status(proxy).await,
+            200,
+            "/ready must stay 200 without Redis"
+        );
     }
     let ok = outage.ok.load(Ordering::Relaxed);
     // Each proxy: rate/3 per second and burst/3.
-    let local_bound = 3 * ((rate / 3) * secs / 1000 + u64::try_from(CLUSTER_BURST).unwrap() / 3 + 1);
+    let local_bound =
+        3 * ((rate / 3) * secs / 1000 + u64::try_from(CLUSTER_BURST).unwrap() / 3 + 1);
     println!("Redis down for {secs} ms: admitted {ok}, local bound {local_bound}");
-    assert_eq!(outage.other.load(Ordering::Relaxed), 0, "no 5xx while Redis is down");
-    assert!(ok <= local_bound, "local limits did not hold: {ok} > {local_bound}");
+    assert_eq!(
+        outage.other.load(Ordering::Relaxed),
+        0,
+        "no 5xx while Redis is down"
+    );
+    assert!(
+        ok <= local_bound,
+        "local limits did not hold: {ok} > {local_bound}"
+    );
     assert!(outage.limited.load(Ordering::Relaxed) > 0);
 
     link.restore();
@@ -260,7 +316,10 @@ async fn a_redis_outage_falls_back_to_local_limits_without_errors_and_cluster_li
     let cluster_bound = (rate * secs / 1000 + u64::try_from(CLUSTER_BURST).unwrap()) * 105 / 100;
     println!("Redis back, {secs} ms: admitted {ok}, cluster bound {cluster_bound}");
     assert_eq!(after.other.load(Ordering::Relaxed), 0);
-    assert!(ok <= cluster_bound, "cluster limits did not resume: {ok} > {cluster_bound}");
+    assert!(
+        ok <= cluster_bound,
+        "cluster limits did not resume: {ok} > {cluster_bound}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,5 +354,8 @@ async fn strict_plans_admit_exactly_the_burst_across_proxies() {
     }
     // One more per elapsed second at 1/s.
     let bound = 5 + started.elapsed().as_secs();
-    assert!((5..=bound).contains(&admitted), "admitted {admitted} of 30, burst 5");
+    assert!(
+        (5..=bound).contains(&admitted),
+        "admitted {admitted} of 30, burst 5"
+    );
 }

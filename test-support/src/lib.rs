@@ -16,6 +16,7 @@ mod postgres;
 mod redis_prefix;
 mod stack;
 mod tcp_fault;
+pub mod usage_topic;
 
 pub use kafka::TestTopic;
 pub use postgres::TestDb;

@@ -19,12 +19,13 @@
 mod sync;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -122,9 +123,9 @@ struct SyncHistogram(Histogram);
 
 impl Default for SyncHistogram {
     fn default() -> Self {
-        Self(Histogram::new(
-            [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
-        ))
+        Self(Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ]))
     }
 }
 
@@ -165,7 +166,9 @@ impl LimiterMetrics {
             LimitVerdict::QuotaExceeded => "quota_exceeded",
             LimitVerdict::Unavailable => "unavailable",
         };
-        self.decisions.get_or_create(&DecisionLabels { result }).inc();
+        self.decisions
+            .get_or_create(&DecisionLabels { result })
+            .inc();
     }
 }
 
@@ -315,26 +318,21 @@ impl Limiter {
     }
 
     fn shard(&self, tenant: TenantId) -> &Shard {
-        let mut hasher = self.hasher.build_hasher();
-        tenant.hash(&mut hasher);
-        let index = usize::try_from(hasher.finish() % SHARDS as u64).unwrap_or(0);
+        let index = usize::try_from(self.hasher.hash_one(tenant) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
 
     /// The tenant's state, created (or replaced after a plan change) on demand.
     fn entry(&self, tenant: TenantId, plan: &Plan) -> Arc<TenantLimits> {
         let shard = self.shard(tenant);
-        let current = |entry: &TenantLimits| entry.policy == plan.rate() && entry.quota == plan.quota();
-        if let Ok(map) = shard.read()
-            && let Some(entry) = map.get(&tenant)
+        let current =
+            |entry: &TenantLimits| entry.policy == plan.rate() && entry.quota == plan.quota();
+        if let Some(entry) = shard.read().get(&tenant)
             && current(entry)
         {
             return entry.clone();
         }
-        let mut map = match shard.write() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = shard.write();
         let month = self.month.load(Ordering::Acquire);
         let mut added = false;
         let entry = map
@@ -362,10 +360,7 @@ impl Limiter {
     }
 
     fn tenant_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().map_or(0, |map| map.len()))
-            .sum()
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
     /// Decides for one request of `tenant` under `plan`. Awaits Redis only for strict plans.
@@ -492,7 +487,9 @@ impl Limiter {
             sync::StrictVerdict::RateLimited => LimitVerdict::RateLimited,
             sync::StrictVerdict::QuotaExceeded => LimitVerdict::QuotaExceeded,
         };
-        let rate = entry.cluster.from_backlog(reply.backlog_nanos, verdict == LimitVerdict::Allowed);
+        let rate = entry
+            .cluster
+            .from_backlog(reply.backlog_nanos, verdict == LimitVerdict::Allowed);
         Some(LimitDecision {
             verdict,
             policy,
@@ -505,9 +502,7 @@ impl Limiter {
     fn tenants(&self) -> Vec<(TenantId, Arc<TenantLimits>)> {
         let mut all = Vec::new();
         for shard in &self.shards {
-            if let Ok(map) = shard.read() {
-                all.extend(map.iter().map(|(id, entry)| (*id, entry.clone())));
-            }
+            all.extend(shard.read().iter().map(|(id, entry)| (*id, entry.clone())));
         }
         all
     }
@@ -516,12 +511,10 @@ impl Limiter {
     fn evict_idle(&self, now: u64, idle: Duration) {
         let idle = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
         for shard in &self.shards {
-            if let Ok(mut map) = shard.write() {
-                map.retain(|_, entry| {
-                    entry.pending.load(Ordering::Acquire) > 0
-                        || now.saturating_sub(entry.last_seen.load(Ordering::Relaxed)) < idle
-                });
-            }
+            shard.write().retain(|_, entry| {
+                entry.pending.load(Ordering::Acquire) > 0
+                    || now.saturating_sub(entry.last_seen.load(Ordering::Relaxed)) < idle
+            });
         }
         self.metrics
             .tenants

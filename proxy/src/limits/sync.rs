@@ -4,8 +4,8 @@
 //! Times in Redis are microseconds from Redis' own clock (`TIME`), and nodes send ages and
 //! receive backlogs (`tat − now`) rather than timestamps, so node clocks need not agree.
 
-use std::sync::{Arc, LazyLock};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -15,9 +15,7 @@ use tokio::time::Instant;
 use tollgate_core::plan::QuotaCap;
 use tollgate_core::{Plan, TenantId};
 
-use super::{
-    Limiter, NO_PENDING, StrictClient, TenantLimits, current_month, monotonic_nanos,
-};
+use super::{Limiter, NO_PENDING, StrictClient, TenantLimits, current_month, monotonic_nanos};
 
 /// Adds a node's admissions to the cluster's arrival time and month counter; answers with
 /// the backlog (µs) and the month's total.
@@ -109,7 +107,11 @@ fn rate_key(prefix: &str, tenant: TenantId) -> String {
 }
 
 fn quota_key(prefix: &str, tenant: TenantId, month: u32) -> String {
-    format!("{prefix}quota:{tenant}:{:04}-{:02}", month / 12, month % 12 + 1)
+    format!(
+        "{prefix}quota:{tenant}:{:04}-{:02}",
+        month / 12,
+        month % 12 + 1
+    )
 }
 
 /// Nanoseconds as a decimal number of microseconds, without floating point.
@@ -169,7 +171,12 @@ pub async fn run_sync(
             },
         };
         let started = Instant::now();
-        match tokio::time::timeout(settings.timeout, flush(&limiter, &settings, conn.clone(), &sync_script)).await {
+        match tokio::time::timeout(
+            settings.timeout,
+            flush(&limiter, &settings, conn.clone(), &sync_script),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 limiter
                     .metrics
@@ -262,7 +269,7 @@ async fn run_local(limiter: &Limiter, shutdown: &mut watch::Receiver<bool>) {
             }
         }
         sweeps += 1;
-        if sweeps % 60 == 0 {
+        if sweeps.is_multiple_of(60) {
             limiter.evict_idle(monotonic_nanos(), Duration::from_secs(600));
         }
     }
@@ -346,7 +353,9 @@ async fn flush(
             .pending
             .fetch_sub(report.admitted, Ordering::AcqRel)
             .saturating_sub(report.admitted);
-        entry.pending_outage.fetch_sub(report.outage, Ordering::AcqRel);
+        entry
+            .pending_outage
+            .fetch_sub(report.outage, Ordering::AcqRel);
         entry
             .first_pending
             .store(if left == 0 { NO_PENDING } else { now }, Ordering::Release);

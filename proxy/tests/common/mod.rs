@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_core::{ApiKey, TenantId};
-use tollgate_test_support::TestDb;
 use tollgate_test_support::fixtures::{PlanLimits, insert_api_key, insert_tenant, subscribe};
+use tollgate_test_support::{TestDb, TestTopic, unique_name};
 
 pub const PEPPER_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
 
@@ -65,24 +65,55 @@ pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    spool: std::path::PathBuf,
+}
+
+impl Proxy {
+    /// Sends SIGTERM and waits (up to 30 s) for a clean exit.
+    pub async fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "the proxy exited with {exit}");
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no exit 30 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A spool the test chose (TOLLGATE_USAGE_SPOOL_DIR in `env`) is the test's to remove.
+        let _ = std::fs::remove_dir_all(&self.spool);
     }
 }
 
-pub async fn start_proxy(db: &TestDb) -> Proxy {
-    start_proxy_with(db, &[]).await
+pub async fn start_proxy(f: &Fixture) -> Proxy {
+    start_proxy_with(f, &[]).await
 }
 
 /// Starts the proxy with extra environment variables.
-pub async fn start_proxy_with(db: &TestDb, env: &[(&str, String)]) -> Proxy {
+/// A spool directory of its own unless `env` sets `TOLLGATE_USAGE_SPOOL_DIR`.
+pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
     let (port, admin_port) = (free_port(), free_port());
+    let spool = std::env::temp_dir().join(unique_name("tgspool"));
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
-        .env("TOLLGATE_DATABASE_URL", db.url())
+        .env("TOLLGATE_DATABASE_URL", f.db.url())
+        .env("TOLLGATE_KAFKA_BROKERS", f.topic.brokers())
+        .env("TOLLGATE_USAGE_TOPIC", f.topic.name())
+        .env("TOLLGATE_USAGE_SPOOL_DIR", &spool)
         .env("TOLLGATE_KEY_PEPPER", PEPPER_HEX)
         .env("TOLLGATE_PROXY_LISTEN", format!("127.0.0.1:{port}"))
         .env(
@@ -100,6 +131,7 @@ pub async fn start_proxy_with(db: &TestDb, env: &[(&str, String)]) -> Proxy {
         child,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
         admin,
+        spool,
     };
     let started = Instant::now();
     loop {
@@ -150,6 +182,7 @@ pub async fn send(conn: &mut TcpStream, request: &str) -> (u16, String, String) 
 
 pub struct Fixture {
     pub db: TestDb,
+    pub topic: TestTopic,
     pub tenant: TenantId,
     pub key: ApiKey,
 }
@@ -174,7 +207,12 @@ pub async fn fixture_with(upstream: SocketAddr, limits: PlanLimits) -> Fixture {
         )
         .await
         .unwrap();
-    Fixture { db, tenant, key }
+    Fixture {
+        db,
+        topic: TestTopic::create(1).await,
+        tenant,
+        key,
+    }
 }
 
 pub fn get(path: &str, auth: &str) -> String {
@@ -185,4 +223,3 @@ pub fn error_code(body: &str) -> String {
     let json: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
     json["error"]["code"].as_str().unwrap().to_owned()
 }
-
