@@ -210,7 +210,7 @@ cmd_up() {
   cmd_services
   log "building release binaries"
   (cd "$ROOT" && cargo build --release --workspace --bins --quiet)
-  local bin="$ROOT/target/release"
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release"
   local db_url pepper
   db_url=$(stack_value DATABASE_URL)
   pepper=$(grep -E '^TOLLGATE_KEY_PEPPER=' "$SECRETS_ENV" | cut -d= -f2-)

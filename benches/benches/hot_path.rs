@@ -1,5 +1,6 @@
 //! Per-request costs on the hot path: credential parse and verify, snapshot authentication at
-//! 100k keys, the GCRA limiter decision, usage event encoding.
+//! 100k keys, the GCRA decision and the whole limiter step, JWT verification, usage event
+//! encoding.
 // A bench that cannot set up must stop loudly.
 #![allow(clippy::unwrap_used)]
 
@@ -7,6 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use tollgate_core::{
     ApiKey, EventId, KeyEnv, KeyPepper, Outcome, ParsedApiKey, TenantId, UsageData, UsageEvent,
 };
@@ -121,7 +123,98 @@ fn limiter(c: &mut Criterion) {
             gcra.check_atomic(black_box(&tat), now).allowed
         })
     });
+
+    // The whole per-request limiter step: tenant lookup, quota reservation, GCRA, counters.
+    let limiter = tollgate_proxy::limits::Limiter::new(tollgate_proxy::limits::LimiterSettings {
+        replicas: 1,
+        cluster: false,
+    });
+    let plan = plan(10_000_000, 10_000_000);
+    let tenants: Vec<TenantId> = (0..10_000).map(|_| TenantId::new()).collect();
+    let mut i = 0usize;
+    c.bench_function("limiter/check_10k_tenants", |b| {
+        b.iter(|| {
+            i = (i + 1) % tenants.len();
+            limiter
+                .check(black_box(tenants[i]), &plan)
+                .now_or_never()
+                .unwrap()
+                .verdict
+        })
+    });
 }
 
-criterion_group!(benches, api_key, snapshot_lookup, limiter, usage_event);
+fn plan(rate: u32, burst: u32) -> tollgate_core::Plan {
+    let spec: tollgate_core::plan::PlanSpec = serde_json::from_value(serde_json::json!({
+        "id": tollgate_core::PlanId::new(),
+        "name": "bench",
+        "rate": {"requests_per_second": rate, "burst": burst},
+        "pricing": {"currency": "USD", "base_fee_minor": 0, "model": "flat"},
+    }))
+    .unwrap();
+    tollgate_core::Plan::new(spec).unwrap()
+}
+
+fn jwt(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use tollgate_proxy::jwt::JwtIssuer;
+    use tollgate_proxy::snapshot::JwtIssuerConfig;
+    const SECRET: &str = "bench-only-hs256-secret-of-32-bytes-or-more";
+    let rsa_private = include_str!("../../proxy/tests/fixtures/jwt_rs256_test_only_private.pem");
+    let rsa_public = include_str!("../../proxy/tests/fixtures/jwt_rs256_test_only_public.pem");
+    let now = time::OffsetDateTime::now_utc();
+    let claims = serde_json::json!({
+        "iss": "https://idp.bench", "aud": "api", "sub": "user-1",
+        "exp": now.unix_timestamp() + 3600, "scope": "orders:read orders:write",
+    });
+    let cases = [
+        (
+            "HS256",
+            Algorithm::HS256,
+            SECRET,
+            EncodingKey::from_secret(SECRET.as_bytes()),
+        ),
+        (
+            "RS256",
+            Algorithm::RS256,
+            rsa_public,
+            EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap(),
+        ),
+    ];
+    for (name, algorithm, material, signing) in cases {
+        let tenant = TenantId::new();
+        let mut snapshot = ConfigSnapshot::default();
+        snapshot.tenants.insert(
+            tenant,
+            TenantConfig {
+                id: tenant,
+                slug: "bench".into(),
+                status: TenantStatus::Active,
+                plan: None,
+            },
+        );
+        snapshot.issuers.insert(
+            JwtIssuer::prepare(&JwtIssuerConfig {
+                tenant_id: tenant,
+                issuer: "https://idp.bench".into(),
+                audience: "api".into(),
+                algorithm: name.into(),
+                key_material: material.into(),
+            })
+            .unwrap(),
+        );
+        let token = encode(&Header::new(algorithm), &claims, &signing).unwrap();
+        c.bench_function(&format!("jwt/verify_{name}"), |b| {
+            b.iter(|| {
+                snapshot
+                    .authenticate_jwt(black_box(&token), now)
+                    .unwrap()
+                    .0
+                    .id
+            })
+        });
+    }
+}
+
+criterion_group!(benches, api_key, snapshot_lookup, limiter, jwt, usage_event);
 criterion_main!(benches);

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod credentials;
+pub mod declarative;
 pub mod gateway;
 pub mod gcra;
 pub mod jwt;

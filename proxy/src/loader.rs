@@ -328,22 +328,27 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
             .or_default()
             .push(Arc::new(route));
     }
-    for routes in snapshot.routes.values_mut() {
-        // Most specific first: a longer prefix, then a route bound to a host.
-        routes.sort_by(|a, b| {
-            b.path_prefix
-                .len()
-                .cmp(&a.path_prefix.len())
-                .then(b.host.is_some().cmp(&a.host.is_some()))
-        });
-    }
+    snapshot
+        .routes
+        .values_mut()
+        .for_each(|routes| order_routes(routes));
     Ok(snapshot)
+}
+
+/// Most specific first: a longer prefix, then a route bound to a host.
+pub(crate) fn order_routes(routes: &mut [Arc<RouteConfig>]) {
+    routes.sort_by(|a, b| {
+        b.path_prefix
+            .len()
+            .cmp(&a.path_prefix.len())
+            .then(b.host.is_some().cmp(&a.host.is_some()))
+    });
 }
 
 /// Resolves `host:port` (optionally `http://host:port`). An upstream that does not resolve
 /// within 2 s, or asks for TLS (not built in), is left out with a warning; a route left with
 /// none answers 502.
-async fn resolve_upstream(upstream: &str) -> Vec<std::net::SocketAddr> {
+pub(crate) async fn resolve_upstream(upstream: &str) -> Vec<std::net::SocketAddr> {
     if upstream.starts_with("https://") {
         tracing::warn!(
             upstream,

@@ -18,14 +18,21 @@ use tollgate_proxy::gateway::{Gateway, GatewaySettings};
 use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
 use tollgate_proxy::metrics::GatewayMetrics;
 use tollgate_proxy::usage::{UsageConfig, UsageMetrics, UsagePipeline};
-use tollgate_proxy::{LoaderSettings, SnapshotHandle, loader};
+use tollgate_proxy::{LoaderSettings, SnapshotHandle, declarative, loader};
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-proxy", version, about)]
 struct Cli {
     /// PostgreSQL URL the config snapshot is loaded from.
-    #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true,
+          required_unless_present_any = ["config_file", "hash_key"], conflicts_with = "config_file")]
+    database_url: Option<String>,
+    /// DB-less mode: load the config snapshot from this YAML file (reloaded on change).
+    #[arg(long, env = "TOLLGATE_PROXY_CONFIG_FILE")]
+    config_file: Option<std::path::PathBuf>,
+    /// Read an API key from stdin, print its hash under the pepper (for DB-less files), exit.
+    #[arg(long)]
+    hash_key: bool,
     /// Server pepper API keys are hashed under (hex, at least 32 bytes).
     #[arg(long, env = "TOLLGATE_KEY_PEPPER", hide_env_values = true)]
     key_pepper: String,
@@ -75,8 +82,12 @@ struct Cli {
     #[arg(long, env = "TOLLGATE_PROXY_INSTANCE")]
     instance: Option<String>,
     /// Kafka bootstrap servers usage events are produced to.
-    #[arg(long, env = "TOLLGATE_KAFKA_BROKERS")]
-    kafka_brokers: String,
+    #[arg(
+        long,
+        env = "TOLLGATE_KAFKA_BROKERS",
+        required_unless_present = "hash_key"
+    )]
+    kafka_brokers: Option<String>,
     /// Topic of usage events.
     #[arg(long, env = "TOLLGATE_USAGE_TOPIC", default_value = "usage-events")]
     usage_topic: String,
@@ -104,10 +115,28 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let pepper = KeyPepper::from_hex(&cli.key_pepper).context("TOLLGATE_KEY_PEPPER is invalid")?;
-    let _: tokio_postgres::Config = cli
-        .database_url
-        .parse()
-        .context("TOLLGATE_DATABASE_URL is not a valid PostgreSQL URL")?;
+    if cli.hash_key {
+        return print_key_hash(&pepper);
+    }
+    let source = match (&cli.database_url, &cli.config_file) {
+        (Some(url), _) => {
+            let _: tokio_postgres::Config = url
+                .parse()
+                .context("TOLLGATE_DATABASE_URL is not a valid PostgreSQL URL")?;
+            ConfigSource::Database(url.clone())
+        }
+        (None, Some(path)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a runtime to check the config file")?;
+            runtime
+                .block_on(declarative::load_file(path))
+                .context("TOLLGATE_PROXY_CONFIG_FILE is invalid")?;
+            ConfigSource::File(path.clone())
+        }
+        (None, None) => anyhow::bail!("set TOLLGATE_DATABASE_URL or TOLLGATE_PROXY_CONFIG_FILE"),
+    };
     if let Some(url) = &cli.redis_url {
         redis::Client::open(url.as_str()).context("TOLLGATE_REDIS_URL is not a valid Redis URL")?;
     }
@@ -115,7 +144,10 @@ fn main() -> anyhow::Result<()> {
         topic: cli.usage_topic.clone(),
         spool_max_bytes: cli.usage_spool_max_bytes,
         compression: cli.usage_compression.clone(),
-        ..UsageConfig::new(cli.kafka_brokers.clone(), cli.usage_spool_dir.clone())
+        ..UsageConfig::new(
+            cli.kafka_brokers.clone().unwrap_or_default(),
+            cli.usage_spool_dir.clone(),
+        )
     };
     usage_config.validate()?;
     if cli.check_config {
@@ -133,10 +165,16 @@ fn main() -> anyhow::Result<()> {
     let snapshot = Arc::new(SnapshotHandle::default());
     // Background work runs on small runtimes of its own: Pingora owns the main thread.
     let (stop_background, shutdown) = watch::channel(false);
-    let settings = LoaderSettings::new(cli.database_url.clone());
     let loader_thread = spawn_service("config-loader", {
         let (snapshot, shutdown) = (snapshot.clone(), shutdown.clone());
-        async move { loader::run(settings, snapshot, shutdown).await }
+        async move {
+            match source {
+                ConfigSource::Database(url) => {
+                    loader::run(LoaderSettings::new(url), snapshot, shutdown).await;
+                }
+                ConfigSource::File(path) => declarative::run(path, snapshot, shutdown).await,
+            }
+        }
     })?;
     let limiter = Arc::new(Limiter::new(LimiterSettings {
         replicas: cli.replicas,
@@ -211,6 +249,30 @@ fn main() -> anyhow::Result<()> {
         let _ = thread.join();
     }
     tracing::info!("Gateway stopped.");
+    Ok(())
+}
+
+/// Where the config snapshot comes from.
+enum ConfigSource {
+    Database(String),
+    File(std::path::PathBuf),
+}
+
+fn print_key_hash(pepper: &KeyPepper) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the key from stdin")?;
+    let key = tollgate_core::ApiKey::parse(line.trim()).context("not an API key")?;
+    let hex: String = key
+        .hash(pepper)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    writeln!(std::io::stdout(), "id: {}\nhash: {hex}", key.id().as_str())?;
     Ok(())
 }
 

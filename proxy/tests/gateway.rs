@@ -483,3 +483,65 @@ mod base64_url_free {
         out
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_less_mode_serves_from_a_yaml_file_and_follows_its_changes() {
+    let upstream = echo_upstream().await;
+    let f = fixture(upstream).await;
+    let pepper = tollgate_core::KeyPepper::from_hex(common::PEPPER_HEX).unwrap();
+    let key = ApiKey::generate(KeyEnv::Live).unwrap();
+    let hash: String = key
+        .hash(&pepper)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let file = std::env::temp_dir().join(tollgate_test_support::unique_name("tollgate-dbless"));
+    let yaml = |revoked: bool| {
+        format!(
+            "plans:\n  - name: free\n    rate: {{ requests_per_second: 100, burst: 100 }}\n    \
+             pricing: {{ currency: USD, base_fee_minor: 0, model: flat }}\n\
+             tenants:\n  - id: {}\n    slug: edge\n    plan: free\n    keys:\n      - id: {}\n        \
+             hash: {hash}\n        revoked: {revoked}\n    routes:\n      - path_prefix: /\n        \
+             upstreams: [\"{upstream}\"]\n",
+            f.tenant,
+            key.id().as_str()
+        )
+    };
+    std::fs::write(&file, yaml(false)).unwrap();
+    let proxy = common::start_proxy_with(
+        &f,
+        &[("TOLLGATE_PROXY_CONFIG_FILE", file.display().to_string())],
+    )
+    .await;
+    let auth = format!("x-api-key: {}\r\n", key.expose());
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let (status, _, seen) = send(&mut conn, &get("/anything", &auth)).await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(seen.contains(&f.tenant.to_string()));
+
+    // The file changes: the key is revoked within the reload period (1 s) and a bit.
+    std::fs::write(&file, yaml(true)).unwrap();
+    let changed = Instant::now();
+    loop {
+        let (status, _, body) = send(&mut conn, &get("/anything", &auth)).await;
+        if status == 401 {
+            assert_eq!(error_code(&body), "revoked_api_key");
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(3),
+            "the file change was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A broken file is refused and the last good snapshot keeps serving.
+    std::fs::write(&file, "tenants: [{ nonsense").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _, body) = send(&mut conn, &get("/anything", &auth)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (401, "revoked_api_key")
+    );
+    let _ = std::fs::remove_file(&file);
+}

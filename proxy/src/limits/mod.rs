@@ -104,9 +104,11 @@ impl QuotaState {
 }
 
 /// Limiter metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LimiterMetrics {
     decisions: Family<DecisionLabels, Counter>,
+    /// The decision counters by verdict, resolved once: counting is one atomic add.
+    by_verdict: [Counter; 4],
     cluster_available: Gauge,
     sync_duration: SyncHistogram,
     sync_failures: Counter,
@@ -126,6 +128,30 @@ impl Default for SyncHistogram {
         Self(Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
         ]))
+    }
+}
+
+const VERDICTS: [(LimitVerdict, &str); 4] = [
+    (LimitVerdict::Allowed, "allowed"),
+    (LimitVerdict::RateLimited, "rate_limited"),
+    (LimitVerdict::QuotaExceeded, "quota_exceeded"),
+    (LimitVerdict::Unavailable, "unavailable"),
+];
+
+impl Default for LimiterMetrics {
+    fn default() -> Self {
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        // The family's guard ends with each closure call, before the next lookup.
+        let by_verdict =
+            VERDICTS.map(|(_, result)| decisions.get_or_create(&DecisionLabels { result }).clone());
+        Self {
+            decisions,
+            by_verdict,
+            cluster_available: Gauge::default(),
+            sync_duration: SyncHistogram::default(),
+            sync_failures: Counter::default(),
+            tenants: Gauge::default(),
+        }
     }
 }
 
@@ -160,15 +186,9 @@ impl LimiterMetrics {
     }
 
     fn count(&self, verdict: LimitVerdict) {
-        let result = match verdict {
-            LimitVerdict::Allowed => "allowed",
-            LimitVerdict::RateLimited => "rate_limited",
-            LimitVerdict::QuotaExceeded => "quota_exceeded",
-            LimitVerdict::Unavailable => "unavailable",
-        };
-        self.decisions
-            .get_or_create(&DecisionLabels { result })
-            .inc();
+        if let Some(index) = VERDICTS.iter().position(|(v, _)| *v == verdict) {
+            self.by_verdict[index].inc();
+        }
     }
 }
 

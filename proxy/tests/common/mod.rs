@@ -109,8 +109,12 @@ pub async fn start_proxy(f: &Fixture) -> Proxy {
 pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
     let (port, admin_port) = (free_port(), free_port());
     let spool = std::env::temp_dir().join(unique_name("tgspool"));
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"))
-        .env("TOLLGATE_DATABASE_URL", f.db.url())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate-proxy"));
+    // DB-less when the test names a config file.
+    if !env.iter().any(|(k, _)| *k == "TOLLGATE_PROXY_CONFIG_FILE") {
+        command.env("TOLLGATE_DATABASE_URL", f.db.url());
+    }
+    let child = command
         .env("TOLLGATE_KAFKA_BROKERS", f.topic.brokers())
         .env("TOLLGATE_USAGE_TOPIC", f.topic.name())
         .env("TOLLGATE_USAGE_SPOOL_DIR", &spool)
