@@ -1,4 +1,6 @@
 //! A control API in-process over a private database, with tenants, users and tokens.
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
 
 use actix_web::web;
 use tollgate_control_api::auth::password;
