@@ -1,16 +1,22 @@
 //! `tollgate-control-api`: the control plane's command-line entry point.
 //!
-//! For now it administers the database: `migrate` applies the schema and `seed-demo` creates
-//! the demo tenant, plan and API key that `make up` hands to the user. The REST API arrives
-//! with its own issue.
+//! `serve` runs the REST API; `migrate` applies the schema; `seed-demo` creates the demo
+//! tenant, plan and API key and `create-admin` the platform admin that `make up` hands to the
+//! user.
 
+mod admin_account;
 mod db;
 mod demo;
 
 use std::io::Write;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use tollgate_control_api::config::{
+    CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, parse_key_env,
+};
+use tollgate_control_api::pool::{self, PoolSettings};
+use tollgate_control_api::{AppState, ServiceConfig, build_app};
 use tollgate_core::KeyPepper;
 
 /// Environment variable holding the PostgreSQL URL.
@@ -25,8 +31,56 @@ struct Cli {
     command: Command,
 }
 
+/// Settings of `serve`.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+    /// Server pepper that API keys are hashed under (hex, at least 32 bytes).
+    #[arg(long, env = ENV_KEY_PEPPER, hide_env_values = true)]
+    key_pepper: String,
+    /// Secret that access tokens are signed with: hex, or raw text; at least 32 bytes.
+    #[arg(long, env = ENV_JWT_SECRET, hide_env_values = true)]
+    jwt_secret: String,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "TOLLGATE_CONTROL_API_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    listen: String,
+    /// Browser origins allowed to call the API: comma-separated, `*`, or empty for none.
+    #[arg(long, env = ENV_CORS_ORIGINS, default_value = "")]
+    cors_origins: String,
+    /// Environment tag of minted API keys (`live` or `test`).
+    #[arg(long, env = ENV_KEY_ENV, default_value = "live")]
+    key_env: String,
+    /// Most PostgreSQL connections.
+    #[arg(long, env = "TOLLGATE_CONTROL_API_DB_CONNECTIONS", default_value_t = 8)]
+    db_connections: usize,
+    /// HTTP worker threads.
+    #[arg(long, env = "TOLLGATE_CONTROL_API_WORKERS", default_value_t = 2)]
+    workers: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the REST API.
+    Serve(ServeArgs),
+    /// Create the platform admin, or keep it: prints a working password to stdout.
+    CreateAdmin {
+        /// PostgreSQL connection URL.
+        #[arg(long, env = ENV_DATABASE_URL, hide_env_values = true)]
+        database_url: String,
+        /// The admin's email.
+        #[arg(long, env = "TOLLGATE_ADMIN_EMAIL")]
+        email: String,
+        /// A password printed by an earlier run: kept if it still works, so `make up` is
+        /// idempotent; otherwise a new one is generated.
+        #[arg(long, env = "TOLLGATE_ADMIN_PASSWORD", hide_env_values = true)]
+        reuse_password: Option<String>,
+    },
     /// Apply pending database migrations; a no-op on an up-to-date database.
     Migrate {
         /// PostgreSQL connection URL.
@@ -55,10 +109,31 @@ enum Command {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve(args).await?,
+        Command::CreateAdmin {
+            database_url,
+            email,
+            reuse_password,
+        } => {
+            let mut client = db::connect(&database_url, ENV_DATABASE_URL).await?;
+            let account =
+                admin_account::ensure_admin(&mut client, &email, reuse_password.as_deref()).await?;
+            eprintln!(
+                "platform admin {email} ({})",
+                if account.reused {
+                    "password kept"
+                } else {
+                    "new password"
+                }
+            );
+            // The password goes to stdout alone so scripts can capture it; it is never logged.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", account.password)?;
+        }
         Command::Migrate { database_url } => {
             let mut client = db::connect(&database_url, ENV_DATABASE_URL).await?;
             let report = tollgate_core::migrations::run(&mut client)
@@ -96,4 +171,36 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .init();
+    let key_pepper = KeyPepper::from_hex(&args.key_pepper)
+        .with_context(|| format!("{ENV_KEY_PEPPER} is invalid"))?;
+    let mut config = ServiceConfig::new(JwtSecret::parse(&args.jwt_secret)?, key_pepper);
+    config.cors_origins = CorsOrigins::parse(&args.cors_origins)?;
+    config.key_env = parse_key_env(&args.key_env)?;
+    let cors_origins = config.cors_origins.clone();
+    let pool = pool::build(
+        &args.database_url,
+        ENV_DATABASE_URL,
+        PoolSettings {
+            max_connections: args.db_connections.max(1),
+            ..PoolSettings::default()
+        },
+    )?;
+    let state = actix_web::web::Data::new(AppState::new(config, pool)?);
+    let server = actix_web::HttpServer::new(move || build_app(state.clone(), cors_origins.clone()))
+        .workers(args.workers.max(1))
+        .bind(&args.listen)
+        .with_context(|| format!("binding TOLLGATE_CONTROL_API_LISTEN={}", args.listen))?;
+    tracing::info!(listen = %args.listen, "Control API listening.");
+    server.run().await.context("serving the control API")
 }

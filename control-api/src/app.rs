@@ -1,0 +1,251 @@
+//! The route table and the application: every API endpoint is registered from one table,
+//! which the isolation-matrix and OpenAPI tests read, so an endpoint cannot be added without
+//! them noticing.
+
+use std::collections::BTreeMap;
+
+use actix_cors::Cors;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, header};
+use actix_web::middleware::Condition;
+use actix_web::{App, HttpResponse, Route, web};
+
+use crate::auth::endpoints as auth;
+use crate::config::CorsOrigins;
+use crate::error::ApiError;
+use crate::ops;
+use crate::resources::{api_keys, audit_log, tenants, users};
+use crate::state::AppState;
+
+/// Who may call an endpoint before its own role and tenant checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (login, refresh).
+    Public,
+    /// A valid access token is required.
+    Authenticated,
+}
+
+/// One API endpoint of the route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template, as in the OpenAPI document (`/api/v1/tenants/{tenant_id}`).
+    pub path: &'static str,
+    /// Whether a token is required.
+    pub access: Access,
+}
+
+fn routes() -> Vec<(Endpoint, Route)> {
+    use Access::{Authenticated as Auth, Public};
+    let entry = |method: Method, path, access, route: Route| {
+        (
+            Endpoint {
+                method,
+                path,
+                access,
+            },
+            route,
+        )
+    };
+    vec![
+        entry(
+            Method::POST,
+            "/api/v1/auth/login",
+            Public,
+            web::post().to(auth::login),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/auth/refresh",
+            Public,
+            web::post().to(auth::refresh),
+        ),
+        entry(Method::GET, "/api/v1/me", Auth, web::get().to(auth::me)),
+        entry(
+            Method::GET,
+            "/api/v1/tenants",
+            Auth,
+            web::get().to(tenants::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants",
+            Auth,
+            web::post().to(tenants::create),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}",
+            Auth,
+            web::get().to(tenants::get),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/suspend",
+            Auth,
+            web::post().to(tenants::suspend),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/reactivate",
+            Auth,
+            web::post().to(tenants::reactivate),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/api-keys",
+            Auth,
+            web::get().to(api_keys::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/api-keys",
+            Auth,
+            web::post().to(api_keys::create),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/api-keys/{key_id}",
+            Auth,
+            web::get().to(api_keys::get),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
+            Auth,
+            web::post().to(api_keys::revoke),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate",
+            Auth,
+            web::post().to(api_keys::rotate),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/users",
+            Auth,
+            web::get().to(users::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/users",
+            Auth,
+            web::post().to(users::create),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/users/{user_id}",
+            Auth,
+            web::get().to(users::get),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/users/{user_id}/disable",
+            Auth,
+            web::post().to(users::disable),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/audit-log",
+            Auth,
+            web::get().to(audit_log::list),
+        ),
+    ]
+}
+
+/// Every API endpoint the application serves (besides `/health`, `/ready`, `/metrics` and
+/// `/api/v1/openapi.json`).
+pub fn api_endpoints() -> Vec<Endpoint> {
+    routes().into_iter().map(|(endpoint, _)| endpoint).collect()
+}
+
+/// The application: API routes, operational endpoints, JSON errors for everything else,
+/// body limits, CORS and request metrics.
+pub fn build_app(
+    state: web::Data<AppState>,
+    cors_origins: CorsOrigins,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let max_body_bytes = state.max_body_bytes;
+    let mut by_path: BTreeMap<&'static str, Vec<Route>> = BTreeMap::new();
+    for (endpoint, route) in routes() {
+        by_path.entry(endpoint.path).or_default().push(route);
+    }
+    let mut app = App::new()
+        .app_data(state)
+        .app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::BadRequest {
+                code: "invalid_query",
+                field: None,
+                message: format!("the query string is not acceptable: {error}"),
+            }
+            .into()
+        }))
+        // A path segment that cannot be an id names no resource.
+        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()));
+    for (path, routes) in by_path {
+        let resource = routes
+            .into_iter()
+            .fold(web::resource(path), |resource, route| resource.route(route))
+            .default_service(web::to(method_not_allowed));
+        app = app.service(resource);
+    }
+    app.route("/health", web::get().to(ops::health))
+        .route("/ready", web::get().to(ops::ready))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/api/v1/openapi.json", web::get().to(ops::openapi_json))
+        .default_service(web::to(not_found))
+        .wrap(Condition::new(
+            cors_origins != CorsOrigins::None,
+            cors(&cors_origins),
+        ))
+        .wrap_fn(|req, service| {
+            let metrics = req
+                .app_data::<web::Data<AppState>>()
+                .map(|state| state.metrics.clone());
+            let method = req.method().clone();
+            let response = service.call(req);
+            async move {
+                let response = response.await?;
+                if let Some(metrics) = metrics {
+                    metrics.observe_request(method.as_str(), response.status().as_u16());
+                }
+                Ok(response)
+            }
+        })
+}
+
+fn cors(origins: &CorsOrigins) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(600);
+    match origins {
+        CorsOrigins::None => cors,
+        CorsOrigins::Any => cors.allow_any_origin(),
+        CorsOrigins::List(list) => list
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin)),
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::NotFound)
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+}

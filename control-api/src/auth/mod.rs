@@ -1,0 +1,10 @@
+//! Authentication and authorisation: passwords, tokens, login throttling, the caller's
+//! identity and role guards, and the `/auth` and `/me` endpoints.
+
+pub mod endpoints;
+pub mod password;
+pub mod principal;
+pub mod throttle;
+pub mod token;
+
+pub use principal::{Principal, Role};

@@ -1,0 +1,46 @@
+//! The OpenAPI 3 document, assembled from the handlers' `#[utoipa::path]` annotations. The
+//! route table in [`crate::app`] and this list are checked against each other by a test.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::auth::endpoints as auth;
+use crate::resources::{api_keys, audit_log, tenants, users};
+
+/// The control API's OpenAPI document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate control API",
+        description = "Tenants, users, API keys and the audit log of the Tollgate API gateway. \
+                       Errors are `{\"error\":{\"code\",\"message\",\"field\"?}}` with stable codes."
+    ),
+    paths(
+        auth::login, auth::refresh, auth::me,
+        tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
+        api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
+        users::list, users::create, users::get, users::disable,
+        audit_log::list,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

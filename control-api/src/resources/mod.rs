@@ -1,0 +1,8 @@
+//! The REST resources, one module each. Every handler applies a guard from
+//! [`crate::auth::principal`] before touching the database, and every write records an
+//! audit entry in its own transaction.
+
+pub mod api_keys;
+pub mod audit_log;
+pub mod tenants;
+pub mod users;

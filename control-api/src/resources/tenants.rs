@@ -1,0 +1,243 @@
+//! Tenants: platform admins create, list, suspend and reactivate them; a tenant's own users
+//! may read their tenant. A suspended tenant's keys stop working at the proxy, which reloads
+//! on the `tollgate_config` notification the `tenants` trigger sends.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::auth::Principal;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ErrorBody, is_unique_violation};
+use crate::pagination::{Page, PageQuery, parse_position};
+use crate::state::AppState;
+use crate::validate;
+
+/// A tenant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Id.
+    pub id: Uuid,
+    /// Unique, URL-safe short name.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// A new tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// 1 to 63 lower-case letters, digits or dashes, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+    pub slug: String,
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: String,
+}
+
+const COLUMNS: &str = "id, slug, name, status, created_at, updated_at";
+
+fn tenant(row: &Row) -> Tenant {
+    Tenant {
+        id: row.get(0),
+        slug: row.get(1),
+        name: row.get(2),
+        status: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+    }
+}
+
+/// Lists every tenant (platform admin).
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<Tenant>), (status = "4XX", body = ErrorBody)))]
+pub async fn list(
+    principal: Principal,
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_platform_admin()?;
+    let limit = query.limit()?;
+    let after: Option<Uuid> = query.position()?.map(|p| parse_position(&p)).transpose()?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR id < $1) \
+                 ORDER BY id DESC LIMIT $2"
+            ),
+            &[&after, &query.fetch_limit()?],
+        )
+        .await?;
+    let items = rows.iter().map(tenant).collect();
+    Ok(
+        HttpResponse::Ok().json(Page::from_fetched(items, limit, |t: &Tenant| {
+            t.id.to_string()
+        })),
+    )
+}
+
+/// Creates a tenant (platform admin).
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+    request_body = CreateTenant,
+    responses((status = 201, body = Tenant), (status = 409, description = "Slug taken", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn create(
+    principal: Principal,
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<CreateTenant>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_platform_admin()?;
+    let slug = validate::slug("slug", &body.slug)?;
+    let name = validate::required_text("name", &body.name, 200)?;
+    let id = Uuid::now_v7();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+            ),
+            &[&id, &slug, &name],
+        )
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e, "tenants_slug_key") {
+                ApiError::Conflict {
+                    code: "slug_taken",
+                    field: Some("slug".into()),
+                    message: "another tenant has this slug".into(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+    let created = tenant(&row);
+    audit::record(
+        &tx,
+        &principal,
+        AuditEntry {
+            tenant_id: Some(id),
+            action: "tenant.create",
+            resource_type: "tenant",
+            resource_id: &id.to_string(),
+            details: json!({ "slug": slug, "name": name }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// One tenant (platform admin, or the tenant's own users).
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}", tag = "tenants", security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
+pub async fn get(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"),
+            &[&tenant_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(tenant(&row)))
+}
+
+/// Suspends a tenant: its keys stop working at the proxy and its users cannot log in.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/suspend", tag = "tenants",
+    security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
+pub async fn suspend(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    set_status(
+        principal,
+        state,
+        path.into_inner(),
+        "suspended",
+        "tenant.suspend",
+    )
+    .await
+}
+
+/// Reactivates a suspended tenant.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/reactivate", tag = "tenants",
+    security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
+pub async fn reactivate(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    set_status(
+        principal,
+        state,
+        path.into_inner(),
+        "active",
+        "tenant.reactivate",
+    )
+    .await
+}
+
+async fn set_status(
+    principal: Principal,
+    state: web::Data<AppState>,
+    tenant_id: Uuid,
+    status: &str,
+    action: &str,
+) -> Result<HttpResponse, ApiError> {
+    // A tenant admin learns nothing about other tenants (404) and may not change its own (403).
+    principal.require_reader_of(tenant_id)?;
+    principal.require_platform_admin()?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 \
+                 RETURNING {COLUMNS}"
+            ),
+            &[&tenant_id, &status],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    audit::record(
+        &tx,
+        &principal,
+        AuditEntry {
+            tenant_id: Some(tenant_id),
+            action,
+            resource_type: "tenant",
+            resource_id: &tenant_id.to_string(),
+            details: json!({ "status": status }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(tenant(&row)))
+}

@@ -1,0 +1,186 @@
+//! The isolation matrix: every endpoint of the route table × each role × own and foreign
+//! tenant → the expected status. An endpoint without an entry fails the test, and so does an
+//! endpoint missing from (or extra in) the OpenAPI document.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use actix_web::http::Method;
+use actix_web::test::TestRequest;
+use serde_json::{Value, json};
+use support::{Harness, TenantFixture};
+use tollgate_control_api::app::Access;
+use tollgate_control_api::auth::Principal;
+use tollgate_control_api::{Endpoint, api_endpoints};
+
+/// Expected statuses: [platform admin, tenant admin, tenant viewer] for the caller's own
+/// tenant, then the same for a foreign tenant.
+struct Expectation {
+    own: [u16; 3],
+    foreign: [u16; 3],
+    body: fn() -> Value,
+}
+
+fn no_body() -> Value {
+    Value::Null
+}
+
+fn expectation(method: &Method, path: &str) -> Option<Expectation> {
+    let e = |own, foreign, body| Some(Expectation { own, foreign, body });
+    let reads = [200, 200, 200];
+    let foreign_reads = [200, 404, 404];
+    match (method.as_str(), path) {
+        ("GET", "/api/v1/me") => e(reads, reads, no_body),
+        ("GET", "/api/v1/tenants") => e([200, 403, 403], [200, 403, 403], no_body),
+        ("POST", "/api/v1/tenants") => e(
+            [201, 403, 403],
+            [201, 403, 403],
+            || json!({ "slug": format!("new-{}", uuid::Uuid::now_v7().simple()), "name": "New" }),
+        ),
+        ("GET", "/api/v1/tenants/{tenant_id}") => e(reads, foreign_reads, no_body),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant_id}/suspend" | "/api/v1/tenants/{tenant_id}/reactivate",
+        ) => e([200, 403, 403], [200, 404, 404], no_body),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant_id}/api-keys"
+            | "/api/v1/tenants/{tenant_id}/api-keys/{key_id}",
+        ) => e(reads, foreign_reads, no_body),
+        ("POST", "/api/v1/tenants/{tenant_id}/api-keys") => {
+            e([201, 201, 403], [201, 404, 404], || json!({ "name": "m" }))
+        }
+        ("POST", "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke") => {
+            e([200, 200, 403], [200, 404, 404], no_body)
+        }
+        ("POST", "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate") => {
+            e([201, 201, 403], [201, 404, 404], || json!({}))
+        }
+        (
+            "GET",
+            "/api/v1/tenants/{tenant_id}/users" | "/api/v1/tenants/{tenant_id}/users/{user_id}",
+        ) => e(reads, foreign_reads, no_body),
+        ("POST", "/api/v1/tenants/{tenant_id}/users") => {
+            e([201, 201, 403], [201, 404, 404], || {
+                json!({
+                    "email": format!("{}@example.com", uuid::Uuid::now_v7().simple()),
+                    "role": "tenant_viewer",
+                    "password": "another long password",
+                })
+            })
+        }
+        ("POST", "/api/v1/tenants/{tenant_id}/users/{user_id}/disable") => {
+            e([200, 200, 403], [200, 404, 404], no_body)
+        }
+        ("GET", "/api/v1/audit-log") => e([200, 200, 403], [200, 200, 403], no_body),
+        _ => None,
+    }
+}
+
+fn concrete_path(template: &str, tenant: &TenantFixture) -> String {
+    template
+        .replace("{tenant_id}", &tenant.id.to_string())
+        .replace("{key_id}", &tenant.key_id)
+        .replace("{user_id}", &tenant.viewer.user_id.to_string())
+}
+
+fn request(endpoint: &Endpoint, path: &str, token: Option<&str>, body: &Value) -> TestRequest {
+    let mut req = TestRequest::default()
+        .method(endpoint.method.clone())
+        .uri(path);
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    if !body.is_null() {
+        req = req.set_json(body);
+    }
+    req
+}
+
+#[actix_web::test]
+async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
+    let endpoints = api_endpoints();
+    let missing: Vec<String> = endpoints
+        .iter()
+        .filter(|e| e.access == Access::Authenticated && expectation(&e.method, e.path).is_none())
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "endpoints without an isolation entry: {missing:?}"
+    );
+    let public: BTreeSet<&str> = endpoints
+        .iter()
+        .filter(|e| e.access == Access::Public)
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(
+        public,
+        BTreeSet::from(["/api/v1/auth/login", "/api/v1/auth/refresh"])
+    );
+
+    let mut failures = Vec::new();
+    for endpoint in endpoints
+        .iter()
+        .filter(|e| e.access == Access::Authenticated)
+    {
+        let expected = expectation(&endpoint.method, endpoint.path).unwrap();
+        // A fresh world per endpoint, so one write cannot change another's outcome; each
+        // cell that writes gets its own tenant pair via a fresh harness as well.
+        for (tenant_label, own) in [("own", true), ("foreign", false)] {
+            for (role_index, role_label) in ["platform_admin", "tenant_admin", "tenant_viewer"]
+                .into_iter()
+                .enumerate()
+            {
+                let h = Harness::new().await;
+                let app = app!(h);
+                let caller: &Principal = match role_index {
+                    0 => &h.platform,
+                    1 => &h.own.admin,
+                    _ => &h.own.viewer,
+                };
+                let tenant = if own { &h.own } else { &h.foreign };
+                let path = concrete_path(endpoint.path, tenant);
+                let body = (expected.body)();
+                let token = h.token(caller);
+                let (status, json) = call!(app, request(endpoint, &path, Some(&token), &body));
+                let want = if own { expected.own } else { expected.foreign }[role_index];
+                if status != want {
+                    failures.push(format!(
+                        "{} {} as {role_label} on {tenant_label} tenant: {status}, expected {want} ({json})",
+                        endpoint.method, endpoint.path
+                    ));
+                }
+                if role_index == 0 && own {
+                    let (status, _) = call!(app, request(endpoint, &path, None, &body));
+                    if status != 401 {
+                        failures.push(format!(
+                            "{} {} without a token: {status}, expected 401",
+                            endpoint.method, endpoint.path
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[actix_web::test]
+async fn the_openapi_document_lists_exactly_the_route_table() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(tollgate_control_api::openapi::ApiDoc::openapi()).unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let served: BTreeSet<String> = api_endpoints()
+        .iter()
+        .map(|e| format!("{} {}", e.method, e.path))
+        .collect();
+    assert_eq!(documented, served);
+}

@@ -1,0 +1,139 @@
+//! A control API in-process over a private database, with tenants, users and tokens.
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+use actix_web::web;
+use tollgate_control_api::auth::password;
+use tollgate_control_api::auth::token::TokenKind;
+use tollgate_control_api::auth::{Principal, Role};
+use tollgate_control_api::config::{JwtSecret, ThrottlePolicy};
+use tollgate_control_api::pool::{self, PoolSettings};
+use tollgate_control_api::{AppState, ServiceConfig};
+use tollgate_core::KeyPepper;
+use tollgate_test_support::TestDb;
+use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
+use uuid::Uuid;
+
+pub const PEPPER_HEX: &str = "abababababababababababababababababababababababababababababababab";
+pub const PASSWORD: &str = "a long enough password";
+
+/// One tenant's fixtures.
+#[derive(Debug, Clone)]
+pub struct TenantFixture {
+    pub id: Uuid,
+    pub key_id: String,
+    pub admin: Principal,
+    pub viewer: Principal,
+}
+
+pub struct Harness {
+    pub db: TestDb,
+    pub state: web::Data<AppState>,
+    pub platform: Principal,
+    pub own: TenantFixture,
+    pub foreign: TenantFixture,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_throttle(ThrottlePolicy::default()).await
+    }
+
+    pub async fn with_throttle(throttle: ThrottlePolicy) -> Self {
+        let db = TestDb::new().await;
+        let mut config = ServiceConfig::new(
+            JwtSecret::parse(&"cd".repeat(32)).unwrap(),
+            KeyPepper::from_hex(PEPPER_HEX).unwrap(),
+        );
+        config.throttle = throttle;
+        config.max_body_bytes = 16 * 1024;
+        let pool = pool::build(db.url(), "database", PoolSettings::default()).unwrap();
+        let state = web::Data::new(AppState::new(config, pool).unwrap());
+        let client = db.client().await;
+        let hash = password::hash_password(PASSWORD).unwrap();
+        let platform = insert_user(&client, None, Role::PlatformAdmin, &hash).await;
+        let mut tenants = Vec::new();
+        for _ in 0..2 {
+            let slug = tollgate_test_support::unique_name("t")
+                .replace('_', "-")
+                .to_lowercase();
+            let id = *insert_tenant(&client, &slug).await.as_uuid();
+            let key = insert_api_key(
+                &client,
+                tollgate_core::TenantId::from_uuid(id),
+                &KeyPepper::from_hex(PEPPER_HEX).unwrap(),
+            )
+            .await;
+            tenants.push(TenantFixture {
+                id,
+                key_id: key.id().as_str().to_owned(),
+                admin: insert_user(&client, Some(id), Role::TenantAdmin, &hash).await,
+                viewer: insert_user(&client, Some(id), Role::TenantViewer, &hash).await,
+            });
+        }
+        let foreign = tenants.pop().unwrap();
+        let own = tenants.pop().unwrap();
+        Self {
+            db,
+            state,
+            platform,
+            own,
+            foreign,
+        }
+    }
+
+    pub fn token(&self, principal: &Principal) -> String {
+        self.state
+            .tokens
+            .issue(principal, TokenKind::Access)
+            .unwrap()
+    }
+}
+
+async fn insert_user(
+    client: &tokio_postgres::Client,
+    tenant: Option<Uuid>,
+    role: Role,
+    hash: &str,
+) -> Principal {
+    let id = Uuid::now_v7();
+    let email = format!("{}@example.com", id.simple());
+    client
+        .execute(
+            "INSERT INTO users (id, tenant_id, email, password_hash, role) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &tenant, &email, &hash, &role.as_str()],
+        )
+        .await
+        .unwrap();
+    Principal {
+        user_id: id,
+        email,
+        role,
+        tenant_id: tenant,
+    }
+}
+
+/// Builds the application in-process.
+#[macro_export]
+macro_rules! app {
+    ($harness:expr) => {
+        actix_web::test::init_service(tollgate_control_api::build_app(
+            $harness.state.clone(),
+            Default::default(),
+        ))
+        .await
+    };
+}
+
+/// Sends a `TestRequest` and returns the status and the JSON body (Null if none).
+#[macro_export]
+macro_rules! call {
+    ($app:expr, $req:expr) => {{
+        let response = actix_web::test::call_service(&$app, $req.to_request()).await;
+        let status = response.status().as_u16();
+        let body = actix_web::test::read_body(response).await;
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }};
+}
