@@ -57,18 +57,7 @@ impl JwtSecret {
 }
 
 fn decode_hex(value: &str) -> Option<Vec<u8>> {
-    if value.is_empty() || !value.len().is_multiple_of(2) {
-        return None;
-    }
-    value
-        .as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            let hi = char::from(pair[0]).to_digit(16)?;
-            let lo = char::from(pair[1]).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect()
+    tollgate_core::hex::decode(value).filter(|bytes| !bytes.is_empty())
 }
 
 /// Which cross-origin callers may use the API from a browser.

@@ -78,7 +78,7 @@ impl<T> Page<T> {
 
 /// Makes a position opaque.
 pub fn encode_cursor(position: &str) -> String {
-    position.bytes().map(|b| format!("{b:02x}")).collect()
+    tollgate_core::hex::encode(position.as_bytes())
 }
 
 /// The 400 for a cursor this API did not hand out.
@@ -96,16 +96,7 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(invalid());
     }
-    let bytes = cursor
-        .as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            let hi = char::from(pair[0]).to_digit(16)?;
-            let lo = char::from(pair[1]).to_digit(16)?;
-            u8::try_from(hi * 16 + lo).ok()
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(invalid)?;
+    let bytes = tollgate_core::hex::decode(cursor).ok_or_else(invalid)?;
     String::from_utf8(bytes).map_err(|_| invalid())
 }
 

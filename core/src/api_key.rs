@@ -259,20 +259,7 @@ impl KeyPepper {
 
     /// A pepper from its hexadecimal configuration form.
     pub fn from_hex(hex: &str) -> Result<Self, PepperError> {
-        let hex = hex.trim();
-        if !hex.len().is_multiple_of(2) {
-            return Err(PepperError::NotHex);
-        }
-        let bytes = hex
-            .as_bytes()
-            .chunks_exact(2)
-            .map(|pair| {
-                let hi = char::from(pair[0]).to_digit(16)?;
-                let lo = char::from(pair[1]).to_digit(16)?;
-                u8::try_from(hi * 16 + lo).ok()
-            })
-            .collect::<Option<Vec<u8>>>()
-            .ok_or(PepperError::NotHex)?;
+        let bytes = crate::hex::decode(hex.trim()).ok_or(PepperError::NotHex)?;
         Self::from_bytes(&bytes)
     }
 }

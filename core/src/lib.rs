@@ -6,6 +6,7 @@
 //! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations.
 
 pub mod api_key;
+pub mod hex;
 pub mod ids;
 #[cfg(feature = "db")]
 pub mod migrations;

@@ -354,13 +354,7 @@ pub async fn build(config: DeclarativeConfig) -> Result<ConfigSnapshot, Declarat
 }
 
 fn decode_hash(hex: &str) -> Option<KeyHash> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..32)
-        .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
-        .collect();
-    KeyHash::from_slice(&bytes?)
+    KeyHash::from_slice(&tollgate_core::hex::decode(hex)?)
 }
 
 /// Loads `path` into `handle` and reloads it whenever its modification time changes, until
@@ -401,10 +395,6 @@ mod tests {
 
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[tokio::test]
     async fn a_file_becomes_a_snapshot_whose_keys_authenticate() {
         let pepper = KeyPepper::from_bytes(&[7; 32]).unwrap();
@@ -432,7 +422,7 @@ tenants:
         required_scope: orders
 "#,
             key.id().as_str(),
-            hex(key.hash(&pepper).as_bytes())
+            tollgate_core::hex::encode(key.hash(&pepper).as_bytes())
         );
         let config: DeclarativeConfig = serde_yaml_ng::from_str(&yaml).unwrap();
         let snapshot = build(config).await.unwrap();

@@ -266,12 +266,7 @@ fn print_key_hash(pepper: &KeyPepper) -> anyhow::Result<()> {
         .read_line(&mut line)
         .context("reading the key from stdin")?;
     let key = tollgate_core::ApiKey::parse(line.trim()).context("not an API key")?;
-    let hex: String = key
-        .hash(pepper)
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = tollgate_core::hex::encode(key.hash(pepper).as_bytes());
     writeln!(std::io::stdout(), "id: {}\nhash: {hex}", key.id().as_str())?;
     Ok(())
 }

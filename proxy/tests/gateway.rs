@@ -490,12 +490,7 @@ async fn db_less_mode_serves_from_a_yaml_file_and_follows_its_changes() {
     let f = fixture(upstream).await;
     let pepper = tollgate_core::KeyPepper::from_hex(common::PEPPER_HEX).unwrap();
     let key = ApiKey::generate(KeyEnv::Live).unwrap();
-    let hash: String = key
-        .hash(&pepper)
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = tollgate_core::hex::encode(key.hash(&pepper).as_bytes());
     let file = std::env::temp_dir().join(tollgate_test_support::unique_name("tollgate-dbless"));
     let yaml = |revoked: bool| {
         format!(

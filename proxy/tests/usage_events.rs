@@ -10,14 +10,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{echo_upstream, fixture, fixture_with, get, send, start_proxy_with};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use tokio::net::TcpStream;
 use tollgate_core::ids::EventId;
 use tollgate_core::{Outcome, UsageEvent};
 use tollgate_test_support::fixtures::PlanLimits;
 use tollgate_test_support::unique_name;
-use tollgate_test_support::usage_topic::{PrivateBroker, assert_exactly_once, consume};
+use tollgate_test_support::usage_topic::{PrivateBroker, assert_exactly_once, consume, consumer};
 
 fn request_id(headers: &str) -> EventId {
     let value = headers
@@ -26,17 +25,6 @@ fn request_id(headers: &str) -> EventId {
         .expect("every response carries x-request-id")
         .trim();
     EventId::from_uuid(value.parse().unwrap())
-}
-
-fn consumer(brokers: &str) -> StreamConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique_name("tgtest_group"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap()
 }
 
 /// Sends `requests` on one connection; returns each response's (request id, status).

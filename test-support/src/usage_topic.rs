@@ -160,15 +160,9 @@ impl PrivateBroker {
         }
     }
 
+    /// A consumer of this broker reading from the earliest offset.
     pub fn consumer(&self) -> StreamConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.brokers())
-            .set("group.id", unique_name("tgtest_group"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", "6000")
-            .create()
-            .unwrap()
+        consumer(&self.brokers())
     }
 }
 
@@ -178,4 +172,16 @@ impl Drop for PrivateBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A consumer of `brokers` with a group of its own, reading from the earliest offset.
+pub fn consumer(brokers: &str) -> StreamConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_name("tgtest_group"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("creating a consumer")
 }
