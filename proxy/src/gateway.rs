@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::protocols::l4::socket::SocketAddr;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_limits::rate::Rate;
@@ -30,6 +30,7 @@ use crate::limits::{LimitDecision, LimitVerdict, Limiter, seconds_until_next_mon
 use crate::metrics::GatewayMetrics;
 use crate::routing::match_route;
 use crate::snapshot::{KeyRecord, KeyRejection, RouteConfig, SnapshotHandle};
+use crate::upstream_health::UpstreamHealth;
 use crate::usage::UsageSink;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
@@ -96,6 +97,7 @@ pub struct Gateway {
     failed_auth: FailedAuthRate,
     settings: GatewaySettings,
     next_upstream: AtomicUsize,
+    health: UpstreamHealth,
 }
 
 impl Gateway {
@@ -118,6 +120,7 @@ impl Gateway {
             failed_auth: FailedAuthRate(Rate::new(Duration::from_secs(1))),
             settings,
             next_upstream: AtomicUsize::new(0),
+            health: UpstreamHealth::default(),
         }
     }
 
@@ -537,14 +540,14 @@ impl ProxyHttp for Gateway {
             .route
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        if route.upstream_addrs.is_empty() {
+        let start = self.next_upstream.fetch_add(1, Ordering::Relaxed);
+        let Some(addr) = self.health.pick(&route.upstream_addrs, start) else {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 "no upstream of the route resolved",
             ));
-        }
-        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % route.upstream_addrs.len();
-        let mut peer = HttpPeer::new(route.upstream_addrs[index], false, String::new());
+        };
+        let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout =
             Some(Duration::from_millis(u64::from(route.connect_timeout_ms)));
         peer.options.read_timeout = Some(Duration::from_millis(u64::from(route.read_timeout_ms)));
@@ -555,10 +558,13 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let SocketAddr::Inet(addr) = peer.address() {
+            self.health.mark_down(*addr);
+        }
         // Nothing was sent yet, but only idempotent requests are retried (on the next
         // upstream of the pool).
         if ctx.retries_left > 0 && session.req_header().method.is_idempotent() {

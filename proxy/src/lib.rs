@@ -17,6 +17,7 @@ pub mod loader;
 pub mod metrics;
 pub mod routing;
 pub mod snapshot;
+pub mod upstream_health;
 pub mod usage;
 
 pub use loader::{LoadError, LoaderSettings, load_snapshot};
