@@ -1,5 +1,6 @@
-//! A key written through the API is judged where it is used: by the proxy's configuration
-//! snapshot, kept current by the proxy's own loader (LISTEN/NOTIFY), not by re-reading SQL.
+//! What the API writes is judged where it is used: by the proxy's configuration snapshot
+//! (`tollgate_proxy::load_snapshot`, and the loader that keeps it current through
+//! LISTEN/NOTIFY), not by re-reading SQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -117,7 +118,8 @@ async fn a_key_created_through_the_api_works_at_the_proxy_and_is_refused_within_
     .map(|_| revoke_sent.elapsed());
     println!(
         "key usable at the proxy {usable_after:?} after creation; revoke answered in \
-         {api_answered:?}; refused at the proxy {refused_after:?} after the revoke request"
+         {api_answered:?}; refused at the proxy {} after the revoke request",
+        refused_after.map_or_else(|| "never (5 s)".to_owned(), |d| format!("{d:?}"))
     );
     let refused_after = refused_after.expect("the revoked key was still accepted after 5 s");
     assert!(
@@ -142,4 +144,94 @@ async fn a_key_created_through_the_api_works_at_the_proxy_and_is_refused_within_
         .await
         .expect("the loader did not stop")
         .unwrap();
+}
+
+#[actix_web::test]
+async fn routes_issuers_and_plans_written_through_the_api_load_into_the_proxy_snapshot() {
+    let h = Harness::new().await;
+    let app = app!(h);
+    let admin = format!("Bearer {}", h.token(&h.own.admin));
+    let platform = format!("Bearer {}", h.token(&h.platform));
+    let tenant = format!("/api/v1/tenants/{}", h.own.id);
+
+    let (status, route) = call!(
+        app,
+        TestRequest::post()
+            .uri(&format!("{tenant}/routes"))
+            .insert_header(("Authorization", admin.clone()))
+            .set_json(json!({
+                "host": "api.acme.example",
+                "path_prefix": "/orders",
+                "strip_prefix": true,
+                "upstreams": ["127.0.0.1:8080", "http://127.0.0.1:8081"],
+                "retries": 2,
+                "required_scope": "orders:read",
+            }))
+    );
+    assert_eq!(status, 201, "{route}");
+    let (status, issuer) = call!(
+        app,
+        TestRequest::post()
+            .uri(&format!("{tenant}/jwt-issuers"))
+            .insert_header(("Authorization", admin.clone()))
+            .set_json(json!({
+                "issuer": "https://auth.acme.example/",
+                "audience": "orders",
+                "algorithm": "HS256",
+                "key_material": "a shared secret of at least thirty-two bytes",
+            }))
+    );
+    assert_eq!(status, 201, "{issuer}");
+    let (status, plan) = call!(
+        app,
+        TestRequest::post()
+            .uri("/api/v1/plans")
+            .insert_header(("Authorization", platform.clone()))
+            .set_json(json!({
+                "name": "Metered",
+                "rate": { "requests_per_second": 25, "burst": 50, "strict": true },
+                "quota": { "included_requests": 1000, "cap": "hard" },
+                "pricing": {
+                    "currency": "USD", "base_fee_minor": 1000, "model": "package",
+                    "package_size": 1000, "package_price": "2.50",
+                },
+            }))
+    );
+    assert_eq!(status, 201, "{plan}");
+    let (status, switched) = call!(
+        app,
+        TestRequest::post()
+            .uri(&format!("{tenant}/subscription"))
+            .insert_header(("Authorization", platform))
+            .set_json(json!({ "plan_id": plan["id"] }))
+    );
+    assert_eq!(status, 201, "{switched}");
+
+    let snapshot = load_snapshot(&mut h.db.client().await).await.unwrap();
+    let tenant_id = tollgate_core::TenantId::from_uuid(h.own.id);
+    let loaded = snapshot.routes[&tenant_id]
+        .iter()
+        .find(|r| r.id.as_uuid().to_string() == route["id"].as_str().unwrap())
+        .expect("the route is in the snapshot");
+    assert_eq!(loaded.host.as_deref(), Some("api.acme.example"));
+    assert_eq!(loaded.path_prefix, "/orders");
+    assert!(loaded.strip_prefix);
+    assert_eq!(loaded.upstream_addrs.len(), 2);
+    assert_eq!(loaded.retries, 2);
+    assert_eq!(loaded.required_scope.as_deref(), Some("orders:read"));
+    assert!(
+        snapshot
+            .issuers
+            .get("https://auth.acme.example/", "orders")
+            .is_some(),
+        "the issuer was not prepared by the proxy"
+    );
+    // The proxy accepted the plan (an invalid one would be skipped) and applies it now.
+    let applied = snapshot.tenants[&tenant_id]
+        .plan
+        .as_ref()
+        .expect("the tenant has the new plan");
+    assert_eq!(applied.name(), "Metered");
+    assert!(applied.rate().strict);
+    assert_eq!(applied.quota().map(|q| q.included_requests), Some(1000));
 }
