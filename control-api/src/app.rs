@@ -15,7 +15,9 @@ use crate::auth::endpoints as auth;
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::ops;
-use crate::resources::{api_keys, audit_log, tenants, users};
+use crate::resources::{
+    api_keys, audit_log, jwt_issuers, plans, routes as tenant_routes, subscriptions, tenants, users,
+};
 use crate::state::AppState;
 
 /// Who may call an endpoint before its own role and tenant checks.
@@ -147,6 +149,84 @@ fn routes() -> Vec<(Endpoint, Route)> {
             "/api/v1/tenants/{tenant_id}/users/{user_id}/disable",
             Auth,
             web::post().to(users::disable),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/routes",
+            Auth,
+            web::get().to(tenant_routes::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/routes",
+            Auth,
+            web::post().to(tenant_routes::create),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/routes/{route_id}",
+            Auth,
+            web::get().to(tenant_routes::get),
+        ),
+        entry(
+            Method::PATCH,
+            "/api/v1/tenants/{tenant_id}/routes/{route_id}",
+            Auth,
+            web::patch().to(tenant_routes::update),
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/tenants/{tenant_id}/routes/{route_id}",
+            Auth,
+            web::delete().to(tenant_routes::delete),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/jwt-issuers",
+            Auth,
+            web::get().to(jwt_issuers::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/jwt-issuers",
+            Auth,
+            web::post().to(jwt_issuers::create),
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}",
+            Auth,
+            web::delete().to(jwt_issuers::delete),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/plans",
+            Auth,
+            web::get().to(plans::list),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/plans",
+            Auth,
+            web::post().to(plans::create),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/plans/{plan_id}",
+            Auth,
+            web::get().to(plans::get),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/subscription",
+            Auth,
+            web::get().to(subscriptions::get),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/tenants/{tenant_id}/subscription",
+            Auth,
+            web::post().to(subscriptions::switch),
         ),
         entry(
             Method::GET,

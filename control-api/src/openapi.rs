@@ -5,14 +5,16 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::endpoints as auth;
-use crate::resources::{api_keys, audit_log, tenants, users};
+use crate::resources::{
+    api_keys, audit_log, jwt_issuers, plans, routes, subscriptions, tenants, users,
+};
 
 /// The control API's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Tollgate control API",
-        description = "Tenants, users, API keys and the audit log of the Tollgate API gateway. \
+        description = "Tenants, users, API keys, routes, JWT issuers, plans, subscriptions and the audit log of the Tollgate API gateway. \
                        Errors are `{\"error\":{\"code\",\"message\",\"field\"?}}` with stable codes."
     ),
     paths(
@@ -20,6 +22,9 @@ use crate::resources::{api_keys, audit_log, tenants, users};
         tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
         api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
         users::list, users::create, users::get, users::disable,
+        routes::list, routes::create, routes::get, routes::update, routes::delete,
+        jwt_issuers::list, jwt_issuers::create, jwt_issuers::delete,
+        plans::list, plans::create, plans::get, subscriptions::get, subscriptions::switch,
         audit_log::list,
     ),
     modifiers(&BearerAuth),

@@ -60,6 +60,31 @@ pub fn slug(field: &str, value: &str) -> Result<String, ApiError> {
     Ok(value.to_owned())
 }
 
+/// Checks a scope: 1 to 64 of `a-z 0-9 : . _ -`.
+pub fn scope(field: &str, value: &str) -> Result<(), ApiError> {
+    let valid = (1..=64).contains(&value.len())
+        && value.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b':' | b'.' | b'_' | b'-')
+        });
+    if !valid {
+        return Err(ApiError::invalid(
+            field,
+            "must be 1 to 64 of a-z, 0-9, ':', '.', '_', '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// Deserializes a field that may be absent (`None`), `null` (`Some(None)`) or a value, so a
+/// partial update can tell "leave as is" from "clear".
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,54 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
         ("POST", "/api/v1/tenants/{tenant_id}/users/{user_id}/disable") => {
             e([200, 200, 403], [200, 404, 404], no_body)
         }
+        (
+            "GET",
+            "/api/v1/tenants/{tenant_id}/routes" | "/api/v1/tenants/{tenant_id}/routes/{route_id}",
+        ) => e(reads, foreign_reads, no_body),
+        ("POST", "/api/v1/tenants/{tenant_id}/routes") => e(
+            [201, 201, 403],
+            [201, 404, 404],
+            || json!({ "path_prefix": "/new", "upstreams": ["127.0.0.1:8080"] }),
+        ),
+        ("PATCH", "/api/v1/tenants/{tenant_id}/routes/{route_id}") => {
+            e([200, 200, 403], [200, 404, 404], || json!({ "retries": 2 }))
+        }
+        ("DELETE", "/api/v1/tenants/{tenant_id}/routes/{route_id}") => {
+            e([204, 204, 403], [204, 404, 404], no_body)
+        }
+        ("GET", "/api/v1/tenants/{tenant_id}/jwt-issuers") => {
+            e([200, 200, 403], [200, 404, 404], no_body)
+        }
+        ("POST", "/api/v1/tenants/{tenant_id}/jwt-issuers") => {
+            e([201, 201, 403], [201, 404, 404], || {
+                json!({
+                    "issuer": format!("https://{}.example", uuid::Uuid::now_v7().simple()),
+                    "audience": "api",
+                    "algorithm": "HS256",
+                    "key_material": "k".repeat(32),
+                })
+            })
+        }
+        ("DELETE", "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}") => {
+            e([204, 204, 403], [204, 404, 404], no_body)
+        }
+        ("GET", "/api/v1/plans" | "/api/v1/plans/{plan_id}") => {
+            e([200, 403, 403], [200, 403, 403], no_body)
+        }
+        ("POST", "/api/v1/plans") => e([201, 403, 403], [201, 403, 403], || {
+            json!({
+                "name": format!("plan-{}", uuid::Uuid::now_v7().simple()),
+                "rate": { "requests_per_second": 10, "burst": 20 },
+                "pricing": { "currency": "USD", "base_fee_minor": 0, "model": "flat" },
+            })
+        }),
+        ("GET", "/api/v1/tenants/{tenant_id}/subscription") => e(reads, foreign_reads, no_body),
+        // Switching a tenant to its current (fixture) plan again is allowed.
+        ("POST", "/api/v1/tenants/{tenant_id}/subscription") => e(
+            [201, 403, 403],
+            [201, 404, 404],
+            || json!({ "plan_id": "{plan_id}" }),
+        ),
         ("GET", "/api/v1/audit-log") => e([200, 200, 403], [200, 200, 403], no_body),
         _ => None,
     }
@@ -84,6 +132,9 @@ fn concrete_path(template: &str, tenant: &TenantFixture) -> String {
         .replace("{tenant_id}", &tenant.id.to_string())
         .replace("{key_id}", &tenant.key_id)
         .replace("{user_id}", &tenant.viewer.user_id.to_string())
+        .replace("{route_id}", &tenant.route_id.to_string())
+        .replace("{issuer_id}", &tenant.issuer_id.to_string())
+        .replace("{plan_id}", &tenant.plan_id.to_string())
 }
 
 fn request(endpoint: &Endpoint, path: &str, token: Option<&str>, body: &Value) -> TestRequest {
@@ -143,7 +194,13 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
                 };
                 let tenant = if own { &h.own } else { &h.foreign };
                 let path = concrete_path(endpoint.path, tenant);
-                let body = (expected.body)();
+                // A body may refer to the tenant's fixture plan as "{plan_id}".
+                let body: Value = serde_json::from_str(
+                    &(expected.body)()
+                        .to_string()
+                        .replace("{plan_id}", &tenant.plan_id.to_string()),
+                )
+                .unwrap();
                 let token = h.token(caller);
                 let (status, json) = call!(app, request(endpoint, &path, Some(&token), &body));
                 let want = if own { expected.own } else { expected.foreign }[role_index];

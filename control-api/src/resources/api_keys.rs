@@ -121,18 +121,7 @@ fn validate_scopes(scopes: Option<Vec<String>>) -> Result<Vec<String>, ApiError>
         ));
     }
     for (i, scope) in scopes.iter().enumerate() {
-        let valid = (1..=64).contains(&scope.len())
-            && scope.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b':' | b'.' | b'_' | b'-')
-            });
-        if !valid {
-            return Err(ApiError::invalid(
-                format!("scopes[{i}]"),
-                "must be 1 to 64 of a-z, 0-9, ':', '.', '_', '-'",
-            ));
-        }
+        validate::scope(&format!("scopes[{i}]"), scope)?;
     }
     Ok(scopes)
 }

@@ -4,5 +4,11 @@
 
 pub mod api_keys;
 pub mod audit_log;
+pub mod issuer_key;
+pub mod jwt_issuers;
+pub mod plans;
+pub mod route_spec;
+pub mod routes;
+pub mod subscriptions;
 pub mod tenants;
 pub mod users;

@@ -11,7 +11,7 @@ use tollgate_control_api::pool::{self, PoolSettings};
 use tollgate_control_api::{AppState, ServiceConfig};
 use tollgate_core::KeyPepper;
 use tollgate_test_support::TestDb;
-use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
+use tollgate_test_support::fixtures::{PlanLimits, insert_api_key, insert_tenant, subscribe};
 use uuid::Uuid;
 
 pub const PEPPER_HEX: &str = "abababababababababababababababababababababababababababababababab";
@@ -22,6 +22,9 @@ pub const PASSWORD: &str = "a long enough password";
 pub struct TenantFixture {
     pub id: Uuid,
     pub key_id: String,
+    pub route_id: Uuid,
+    pub issuer_id: Uuid,
+    pub plan_id: Uuid,
     pub admin: Principal,
     pub viewer: Principal,
 }
@@ -64,9 +67,36 @@ impl Harness {
                 &KeyPepper::from_hex(PEPPER_HEX).unwrap(),
             )
             .await;
+            let route_id = Uuid::now_v7();
+            client
+                .execute(
+                    "INSERT INTO routes (id, tenant_id, path_prefix, upstreams) \
+                     VALUES ($1, $2, '/fixture', ARRAY['127.0.0.1:9'])",
+                    &[&route_id, &id],
+                )
+                .await
+                .unwrap();
+            let issuer_id = Uuid::now_v7();
+            client
+                .execute(
+                    "INSERT INTO jwt_issuers (id, tenant_id, issuer, audience, algorithm, key_material) \
+                     VALUES ($1, $2, $3, 'fixture', 'HS256', repeat('k', 40))",
+                    &[&issuer_id, &id, &format!("https://issuer.example/{id}")],
+                )
+                .await
+                .unwrap();
+            let plan_id = subscribe(
+                &client,
+                tollgate_core::TenantId::from_uuid(id),
+                PlanLimits::default(),
+            )
+            .await;
             tenants.push(TenantFixture {
                 id,
                 key_id: key.id().as_str().to_owned(),
+                route_id,
+                issuer_id,
+                plan_id,
                 admin: insert_user(&client, Some(id), Role::TenantAdmin, &hash).await,
                 viewer: insert_user(&client, Some(id), Role::TenantViewer, &hash).await,
             });
