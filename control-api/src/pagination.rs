@@ -105,6 +105,26 @@ pub fn parse_position<T: std::str::FromStr>(position: &str) -> Result<T, ApiErro
     position.parse().map_err(|_| invalid_cursor())
 }
 
+/// The position of an item in a list ordered newest first by `(created_at, id)`:
+/// `<created_at unix nanos>_<id>`.
+pub fn created_position(created_at: time::OffsetDateTime, id: impl std::fmt::Display) -> String {
+    format!("{}_{id}", created_at.unix_timestamp_nanos())
+}
+
+/// Where a page of a newest-first `(created_at, id)` list starts: `(None, None)` for the first
+/// page, otherwise the `(created_at, id)` of the last item already seen.
+pub fn after_created<T: std::str::FromStr>(
+    query: &PageQuery,
+) -> Result<(Option<time::OffsetDateTime>, Option<T>), ApiError> {
+    let Some(position) = query.position()? else {
+        return Ok((None, None));
+    };
+    let (nanos, id) = position.split_once('_').ok_or_else(invalid_cursor)?;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(parse_position(nanos)?)
+        .map_err(|_| invalid_cursor())?;
+    Ok((Some(at), Some(parse_position(id)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

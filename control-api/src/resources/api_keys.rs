@@ -17,7 +17,7 @@ use crate::audit::{self, AuditEntry};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
-use crate::pagination::{Page, PageQuery, invalid_cursor, parse_position};
+use crate::pagination::{Page, PageQuery, after_created, created_position};
 use crate::state::AppState;
 use crate::validate;
 
@@ -145,17 +145,7 @@ pub async fn list(
     let tenant_id = path.into_inner();
     principal.require_reader_of(tenant_id)?;
     let limit = query.limit()?;
-    // Position: "<created_at unix nanos>_<key id>".
-    let after = match query.position()? {
-        Some(p) => {
-            let (nanos, id) = p.split_once('_').ok_or_else(invalid_cursor)?;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(parse_position(nanos)?)
-                .map_err(|_| invalid_cursor())?;
-            Some((at, id.to_owned()))
-        }
-        None => None,
-    };
-    let (after_at, after_id) = after.unzip();
+    let (after_at, after_id) = after_created::<String>(&query)?;
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -170,7 +160,7 @@ pub async fn list(
     let items = rows.iter().map(view).collect();
     Ok(
         HttpResponse::Ok().json(Page::from_fetched(items, limit, |k: &ApiKeyView| {
-            format!("{}_{}", k.created_at.unix_timestamp_nanos(), k.id)
+            created_position(k.created_at, &k.id)
         })),
     )
 }

@@ -16,7 +16,7 @@ use crate::audit::{self, AuditEntry};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody, is_unique_violation};
-use crate::pagination::{Page, PageQuery, invalid_cursor, parse_position};
+use crate::pagination::{Page, PageQuery, after_created, created_position};
 use crate::resources::issuer_key;
 use crate::state::AppState;
 
@@ -87,17 +87,7 @@ pub async fn list(
     let tenant_id = path.into_inner();
     principal.require_admin_of(tenant_id)?;
     let limit = query.limit()?;
-    // Position: "<created_at unix nanos>_<issuer id>".
-    let after = match query.position()? {
-        Some(p) => {
-            let (nanos, id) = p.split_once('_').ok_or_else(invalid_cursor)?;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(parse_position(nanos)?)
-                .map_err(|_| invalid_cursor())?;
-            Some((at, parse_position::<Uuid>(id)?))
-        }
-        None => None,
-    };
-    let (after_at, after_id) = after.unzip();
+    let (after_at, after_id) = after_created::<Uuid>(&query)?;
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -112,7 +102,7 @@ pub async fn list(
     let items = rows.iter().map(view).collect();
     Ok(
         HttpResponse::Ok().json(Page::from_fetched(items, limit, |i: &JwtIssuerView| {
-            format!("{}_{}", i.created_at.unix_timestamp_nanos(), i.id)
+            created_position(i.created_at, i.id)
         })),
     )
 }

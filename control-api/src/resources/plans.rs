@@ -16,7 +16,7 @@ use crate::audit::{self, AuditEntry};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody, is_unique_violation};
-use crate::pagination::{Page, PageQuery, invalid_cursor, parse_position};
+use crate::pagination::{Page, PageQuery, after_created, created_position};
 use crate::state::AppState;
 use crate::validate;
 
@@ -118,17 +118,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     principal.require_platform_admin()?;
     let limit = query.limit()?;
-    // Position: "<created_at unix nanos>_<plan id>".
-    let after = match query.position()? {
-        Some(p) => {
-            let (nanos, id) = p.split_once('_').ok_or_else(invalid_cursor)?;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(parse_position(nanos)?)
-                .map_err(|_| invalid_cursor())?;
-            Some((at, parse_position::<Uuid>(id)?))
-        }
-        None => None,
-    };
-    let (after_at, after_id) = after.unzip();
+    let (after_at, after_id) = after_created::<Uuid>(&query)?;
     let client = state.pool.get().await?;
     let rows = client
         .query(
@@ -143,7 +133,7 @@ pub async fn list(
     let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
     Ok(
         HttpResponse::Ok().json(Page::from_fetched(items, limit, |p: &PlanView| {
-            format!("{}_{}", p.created_at.unix_timestamp_nanos(), p.id)
+            created_position(p.created_at, p.id)
         })),
     )
 }
