@@ -1,6 +1,6 @@
 //! Per-request costs on the hot path: credential parse and verify, snapshot authentication at
-//! 100k keys, the GCRA decision and the whole limiter step, JWT verification, usage event
-//! encoding.
+//! 1k, 100k and 1M keys, the GCRA decision and the whole limiter step (local, and with Redis
+//! sync pending), JWT verification per algorithm (first sight and cached), usage event encoding.
 // A bench that cannot set up must stop loudly.
 #![allow(clippy::unwrap_used)]
 
@@ -68,45 +68,45 @@ fn usage_event(c: &mut Criterion) {
 
 fn snapshot_lookup(c: &mut Criterion) {
     let pepper = KeyPepper::from_bytes(&[7; 32]).unwrap();
-    let mut snapshot = ConfigSnapshot::default();
-    let tenant = TenantId::new();
-    snapshot.tenants.insert(
-        tenant,
-        TenantConfig {
-            id: tenant,
-            slug: "bench".into(),
-            status: TenantStatus::Active,
-            plan: None,
-        },
-    );
-    let mut probe = None;
-    for _ in 0..100_000 {
-        let key = ApiKey::generate(KeyEnv::Live).unwrap();
-        snapshot.keys.insert(
-            key.id(),
-            KeyRecord {
-                id: key.id(),
-                tenant_id: tenant,
-                hash: key.hash(&pepper),
-                active: true,
-                scopes: Vec::new(),
-                expires_at: None,
-            },
-        );
-        probe = Some(key);
-    }
-    let token = probe.unwrap().expose().to_owned();
     let now = time::OffsetDateTime::now_utc();
-    c.bench_function("snapshot/authenticate_100k_keys", |b| {
-        b.iter(|| {
-            let parsed = ParsedApiKey::parse(black_box(&token)).unwrap();
-            snapshot
-                .authenticate_key(&parsed, &pepper, now)
-                .unwrap()
-                .0
-                .id
-        })
-    });
+    let mut group = c.benchmark_group("snapshot/authenticate_key");
+    for keys in [1_000usize, 100_000, 1_000_000] {
+        let mut snapshot = ConfigSnapshot::default();
+        let tenant = TenantId::new();
+        snapshot.tenants.insert(tenant, tenant_config(tenant));
+        // Look up keys spread over the table, not one hot entry.
+        let mut probes = Vec::new();
+        for i in 0..keys {
+            let key = ApiKey::generate(KeyEnv::Live).unwrap();
+            snapshot.keys.insert(
+                key.id(),
+                KeyRecord {
+                    id: key.id(),
+                    tenant_id: tenant,
+                    hash: key.hash(&pepper),
+                    active: true,
+                    scopes: Vec::new(),
+                    expires_at: None,
+                },
+            );
+            if i % (keys / 64) == 0 {
+                probes.push(key.expose().to_owned());
+            }
+        }
+        let mut i = 0usize;
+        group.bench_function(criterion::BenchmarkId::from_parameter(keys), |b| {
+            b.iter(|| {
+                i = (i + 1) % probes.len();
+                let parsed = ParsedApiKey::parse(black_box(&probes[i])).unwrap();
+                snapshot
+                    .authenticate_key(&parsed, &pepper, now)
+                    .unwrap()
+                    .0
+                    .id
+            })
+        });
+    }
+    group.finish();
 }
 
 fn limiter(c: &mut Criterion) {
@@ -142,16 +142,45 @@ fn limiter(c: &mut Criterion) {
                 .verdict
         })
     });
+
+    // The same step with Redis sync on and a monthly quota: every admission is also counted
+    // as pending for the next sync and reserved against the quota.
+    let limiter = tollgate_proxy::limits::Limiter::new(tollgate_proxy::limits::LimiterSettings {
+        replicas: 3,
+        cluster: true,
+    });
+    limiter.assume_cluster_available();
+    let plan = plan_from(serde_json::json!({
+        "id": tollgate_core::PlanId::new(),
+        "name": "bench",
+        "rate": {"requests_per_second": 10_000_000, "burst": 10_000_000},
+        "quota": {"included_requests": 1_000_000_000_000u64, "cap": "soft"},
+        "pricing": {"currency": "USD", "base_fee_minor": 0, "model": "flat"},
+    }));
+    c.bench_function("limiter/check_10k_tenants_sync_pending", |b| {
+        b.iter(|| {
+            i = (i + 1) % tenants.len();
+            let decision = limiter
+                .check(black_box(tenants[i]), &plan)
+                .now_or_never()
+                .unwrap();
+            assert!(decision.quota.is_some());
+            decision.verdict
+        })
+    });
 }
 
 fn plan(rate: u32, burst: u32) -> tollgate_core::Plan {
-    let spec: tollgate_core::plan::PlanSpec = serde_json::from_value(serde_json::json!({
+    plan_from(serde_json::json!({
         "id": tollgate_core::PlanId::new(),
         "name": "bench",
         "rate": {"requests_per_second": rate, "burst": burst},
         "pricing": {"currency": "USD", "base_fee_minor": 0, "model": "flat"},
     }))
-    .unwrap();
+}
+
+fn plan_from(spec: serde_json::Value) -> tollgate_core::Plan {
+    let spec: tollgate_core::plan::PlanSpec = serde_json::from_value(spec).unwrap();
     tollgate_core::Plan::new(spec).unwrap()
 }
 
@@ -160,8 +189,11 @@ fn jwt(c: &mut Criterion) {
     use tollgate_proxy::jwt::JwtIssuer;
     use tollgate_proxy::snapshot::JwtIssuerConfig;
     const SECRET: &str = "bench-only-hs256-secret-of-32-bytes-or-more";
-    let rsa_private = include_str!("../../proxy/tests/fixtures/jwt_rs256_test_only_private.pem");
-    let rsa_public = include_str!("../../proxy/tests/fixtures/jwt_rs256_test_only_public.pem");
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("../../proxy/tests/fixtures/", $name))
+        };
+    }
     let now = time::OffsetDateTime::now_utc();
     let claims = serde_json::json!({
         "iss": "https://idp.bench", "aud": "api", "sub": "user-1",
@@ -177,22 +209,29 @@ fn jwt(c: &mut Criterion) {
         (
             "RS256",
             Algorithm::RS256,
-            rsa_public,
-            EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap(),
+            fixture!("jwt_rs256_test_only_public.pem"),
+            EncodingKey::from_rsa_pem(fixture!("jwt_rs256_test_only_private.pem").as_bytes())
+                .unwrap(),
+        ),
+        (
+            "ES256",
+            Algorithm::ES256,
+            fixture!("jwt_es256_test_only_public.pem"),
+            EncodingKey::from_ec_pem(fixture!("jwt_es256_test_only_private.pem").as_bytes())
+                .unwrap(),
+        ),
+        (
+            "EdDSA",
+            Algorithm::EdDSA,
+            fixture!("jwt_eddsa_test_only_public.pem"),
+            EncodingKey::from_ed_pem(fixture!("jwt_eddsa_test_only_private.pem").as_bytes())
+                .unwrap(),
         ),
     ];
     for (name, algorithm, material, signing) in cases {
         let tenant = TenantId::new();
         let mut snapshot = ConfigSnapshot::default();
-        snapshot.tenants.insert(
-            tenant,
-            TenantConfig {
-                id: tenant,
-                slug: "bench".into(),
-                status: TenantStatus::Active,
-                plan: None,
-            },
-        );
+        snapshot.tenants.insert(tenant, tenant_config(tenant));
         snapshot.issuers.insert(
             JwtIssuer::prepare(&JwtIssuerConfig {
                 tenant_id: tenant,
@@ -204,7 +243,12 @@ fn jwt(c: &mut Criterion) {
             .unwrap(),
         );
         let token = encode(&Header::new(algorithm), &claims, &signing).unwrap();
+        // A token's first request in a snapshot: the signature is checked.
         c.bench_function(&format!("jwt/verify_{name}"), |b| {
+            b.iter(|| snapshot.verify_jwt(black_box(&token)).unwrap().tenant_id())
+        });
+        // Every later request with the same token: served by the verified-token cache.
+        c.bench_function(&format!("jwt/authenticate_cached_{name}"), |b| {
             b.iter(|| {
                 snapshot
                     .authenticate_jwt(black_box(&token), now)
@@ -213,6 +257,15 @@ fn jwt(c: &mut Criterion) {
                     .id
             })
         });
+    }
+}
+
+fn tenant_config(id: TenantId) -> TenantConfig {
+    TenantConfig {
+        id,
+        slug: "bench".into(),
+        status: TenantStatus::Active,
+        plan: None,
     }
 }
 

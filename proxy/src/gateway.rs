@@ -162,7 +162,7 @@ enum Principal<'a> {
     /// An API key's record in the snapshot.
     Key(&'a KeyRecord),
     /// A verified JWT's claims.
-    Jwt(JwtPrincipal),
+    Jwt(Arc<JwtPrincipal>),
 }
 
 impl Principal<'_> {

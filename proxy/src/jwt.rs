@@ -7,9 +7,17 @@
 //! issuer; `alg: none` and every algorithm but the issuer's pinned one are refused before any
 //! signature work, then `jsonwebtoken` verifies the signature, `iss`, `aud` and the presence of
 //! `exp`, and `exp`/`nbf` are checked against the caller's clock with [`LEEWAY_SECONDS`].
+//!
+//! A token that verified is remembered by the snapshot ([`VerifiedTokens`]): a client sends the
+//! same token on every request until it expires, and an RS256 signature costs ~200 µs, so only
+//! its first request in a snapshot pays for the signature. `exp`, `nbf` and the tenant's status
+//! are still checked on every request; a new snapshot (any configuration change, and the
+//! periodic reload) starts with an empty cache, so a removed or re-keyed issuer takes effect
+//! with the snapshot.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
 use jsonwebtoken::errors::ErrorKind;
@@ -19,6 +27,10 @@ use time::OffsetDateTime;
 use tollgate_core::TenantId;
 
 use crate::snapshot::{ConfigSnapshot, JwtIssuerConfig, TenantConfig, TenantStatus};
+
+mod cache;
+use cache::Verified;
+pub use cache::VerifiedTokens;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECONDS: i64 = 30;
@@ -405,13 +417,39 @@ fn header_names_an_algorithm(token: &str) -> bool {
 }
 
 impl ConfigSnapshot {
-    /// Verifies a JWT against the issuer named by its `iss` and `aud` and returns the issuer's
-    /// tenant and the token's principal. `now` is the clock `exp` and `nbf` are checked against.
+    /// Authenticates a JWT: the issuer's tenant and the token's principal. A token this snapshot
+    /// has verified before skips the signature; `exp`, `nbf` and the tenant's status are checked
+    /// against `now` either way.
     pub fn authenticate_jwt(
         &self,
         token: &str,
         now: OffsetDateTime,
-    ) -> Result<(&TenantConfig, JwtPrincipal), JwtRejection> {
+    ) -> Result<(&TenantConfig, Arc<JwtPrincipal>), JwtRejection> {
+        let now = now.unix_timestamp();
+        let verified = match self.verified_tokens.get(token) {
+            Some(verified) => {
+                verified.check_times(now)?;
+                verified
+            }
+            None => {
+                let verified = Arc::new(self.verify_jwt(token)?);
+                // Only tokens usable now are remembered.
+                verified.check_times(now)?;
+                self.verified_tokens.insert(token, verified.clone());
+                verified
+            }
+        };
+        match self.tenants.get(&verified.tenant_id) {
+            Some(tenant) if tenant.status == TenantStatus::Active => {
+                Ok((tenant, verified.principal.clone()))
+            }
+            _ => Err(JwtRejection::TenantSuspended),
+        }
+    }
+
+    /// Verifies a JWT's structure, issuer, pinned algorithm, audience and signature, without
+    /// the cache and without the clock (the caller checks `exp` and `nbf`).
+    pub fn verify_jwt(&self, token: &str) -> Result<Verified, JwtRejection> {
         if token.len() > MAX_TOKEN_BYTES || !looks_like_jwt(token) {
             return Err(JwtRejection::Malformed);
         }
@@ -455,21 +493,7 @@ impl ConfigSnapshot {
                 _ => JwtRejection::Malformed,
             })?;
         // The signature covers the payload parsed above, so its claims are now trusted.
-        let now = now.unix_timestamp();
         let exp = claims.exp.ok_or(JwtRejection::Malformed)?;
-        if now > exp.0.saturating_add(LEEWAY_SECONDS) {
-            return Err(JwtRejection::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf.0 > now.saturating_add(LEEWAY_SECONDS))
-        {
-            return Err(JwtRejection::NotYetValid);
-        }
-        let tenant = match self.tenants.get(&issuer.tenant_id) {
-            Some(tenant) if tenant.status == TenantStatus::Active => tenant,
-            _ => return Err(JwtRejection::TenantSuspended),
-        };
         let mut scopes = Vec::new();
         for claim in [claims.scope, claims.scopes].into_iter().flatten() {
             match claim {
@@ -479,13 +503,16 @@ impl ConfigSnapshot {
                 OneOrMany::Many(list) => scopes.extend(list),
             }
         }
-        Ok((
-            tenant,
-            JwtPrincipal {
+        Ok(Verified {
+            token: token.into(),
+            tenant_id: issuer.tenant_id,
+            exp: exp.0,
+            nbf: claims.nbf.map(|nbf| nbf.0),
+            principal: Arc::new(JwtPrincipal {
                 subject: claims.sub,
                 scopes,
-            },
-        ))
+            }),
+        })
     }
 }
 

@@ -165,6 +165,8 @@ pub struct ConfigSnapshot {
     pub routes: HashMap<TenantId, Vec<Arc<RouteConfig>>>,
     /// JWT issuers, prepared, by (issuer, audience).
     pub issuers: JwtIssuers,
+    /// Tokens verified against this snapshot's issuers (empty in a new snapshot).
+    pub verified_tokens: crate::jwt::VerifiedTokens,
 }
 
 impl ConfigSnapshot {

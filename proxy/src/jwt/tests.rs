@@ -481,12 +481,76 @@ fn scopes_come_from_a_scope_string_or_a_scopes_list() {
         .authenticate_jwt(&signer.sign(&bare), now())
         .unwrap();
     assert_eq!(
-        principal,
+        *principal,
         JwtPrincipal {
             subject: None,
             scopes: vec![]
         }
     );
+}
+
+#[test]
+fn a_verified_token_is_cached_but_its_times_and_tenant_are_checked_on_every_request() {
+    for signer in all_signers() {
+        let mut snapshot = snapshot_trusting(&signer, TenantStatus::Active);
+        let token = signer.sign(&claims());
+        assert!(snapshot.verified_tokens.is_empty());
+        let (_, first) = snapshot.authenticate_jwt(&token, now()).unwrap();
+        assert_eq!(snapshot.verified_tokens.len(), 1, "{}", signer.name);
+        let (_, second) = snapshot.authenticate_jwt(&token, now()).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "{}: not served from the cache",
+            signer.name
+        );
+
+        // The cached entry still expires with the token and waits for `nbf`.
+        let exp = claims()["exp"].as_i64().unwrap();
+        let after = OffsetDateTime::from_unix_timestamp(exp + LEEWAY_SECONDS + 1).unwrap();
+        assert_eq!(
+            snapshot.authenticate_jwt(&token, after).unwrap_err(),
+            JwtRejection::Expired,
+            "{}",
+            signer.name
+        );
+
+        // A suspended tenant is refused even for a token verified before.
+        for tenant in snapshot.tenants.values_mut() {
+            tenant.status = TenantStatus::Suspended;
+        }
+        assert_eq!(
+            snapshot.authenticate_jwt(&token, now()).unwrap_err(),
+            JwtRejection::TenantSuspended,
+            "{}",
+            signer.name
+        );
+    }
+}
+
+#[test]
+fn refused_tokens_are_not_cached() {
+    let signer = hs256();
+    let snapshot = snapshot_trusting(&signer, TenantStatus::Active);
+    let token = signer.sign(&claims());
+    let (body, _) = token.rsplit_once('.').unwrap();
+    let forged = format!("{body}.{}", base64url(&[0u8; 32]));
+    assert_eq!(
+        rejection(&snapshot, &forged),
+        JwtRejection::InvalidSignature
+    );
+    let expired = signer.sign(&with(claims(), "exp", json!(NOW - LEEWAY_SECONDS - 1)));
+    assert_eq!(rejection(&snapshot, &expired), JwtRejection::Expired);
+    assert!(snapshot.verified_tokens.is_empty());
+}
+
+#[test]
+fn a_token_not_yet_valid_is_accepted_once_valid() {
+    let signer = hs256();
+    let snapshot = snapshot_trusting(&signer, TenantStatus::Active);
+    let token = signer.sign(&with(claims(), "nbf", json!(NOW + 120)));
+    assert_eq!(rejection(&snapshot, &token), JwtRejection::NotYetValid);
+    let later = OffsetDateTime::from_unix_timestamp(NOW + 120).unwrap();
+    assert!(snapshot.authenticate_jwt(&token, later).is_ok());
 }
 
 #[test]

@@ -332,6 +332,13 @@ impl Limiter {
         &self.metrics
     }
 
+    /// Treats the cluster limiter as reachable before any sync, so benches can measure the
+    /// cluster path (admissions pending for the next sync) without Redis.
+    #[doc(hidden)]
+    pub fn assume_cluster_available(&self) {
+        self.cluster_up.store(true, Ordering::Release);
+    }
+
     /// Whether decisions currently use the cluster-wide limit.
     pub fn cluster_available(&self) -> bool {
         self.settings.cluster && self.cluster_up.load(Ordering::Acquire)
