@@ -263,3 +263,35 @@ async fn the_openapi_document_lists_exactly_the_route_table() {
         .collect();
     assert_eq!(documented, served);
 }
+
+#[test]
+fn every_schema_the_openapi_document_refers_to_is_defined() {
+    use utoipa::OpenApi;
+    fn refs(value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.insert(target.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(tollgate_control_api::openapi::ApiDoc::openapi()).unwrap();
+    let mut targets = BTreeSet::new();
+    refs(&doc, &mut targets);
+    assert!(
+        targets.contains("#/components/schemas/UsageSeries"),
+        "{targets:?}"
+    );
+    let dangling: Vec<&String> = targets
+        .iter()
+        .filter(|t| {
+            let name = t.trim_start_matches("#/components/schemas/");
+            doc["components"]["schemas"].get(name).is_none()
+        })
+        .collect();
+    assert!(dangling.is_empty(), "undefined schemas: {dangling:?}");
+}
