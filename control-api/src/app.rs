@@ -16,7 +16,8 @@ use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::ops;
 use crate::resources::{
-    api_keys, audit_log, jwt_issuers, plans, routes as tenant_routes, subscriptions, tenants, users,
+    api_keys, audit_log, invoices, jwt_issuers, plans, routes as tenant_routes, subscriptions,
+    tenants, usage, users,
 };
 use crate::state::AppState;
 
@@ -217,6 +218,18 @@ fn routes() -> Vec<(Endpoint, Route)> {
             web::get().to(plans::get),
         ),
         entry(
+            Method::PATCH,
+            "/api/v1/plans/{plan_id}",
+            Auth,
+            web::patch().to(plans::update),
+        ),
+        entry(
+            Method::DELETE,
+            "/api/v1/plans/{plan_id}",
+            Auth,
+            web::delete().to(plans::delete),
+        ),
+        entry(
             Method::GET,
             "/api/v1/tenants/{tenant_id}/subscription",
             Auth,
@@ -227,6 +240,42 @@ fn routes() -> Vec<(Endpoint, Route)> {
             "/api/v1/tenants/{tenant_id}/subscription",
             Auth,
             web::post().to(subscriptions::switch),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/subscriptions",
+            Auth,
+            web::get().to(subscriptions::list),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/usage",
+            Auth,
+            web::get().to(usage::series),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/usage/current",
+            Auth,
+            web::get().to(usage::current),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/invoices",
+            Auth,
+            web::get().to(invoices::list),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}",
+            Auth,
+            web::get().to(invoices::get),
+        ),
+        entry(
+            Method::GET,
+            "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
+            Auth,
+            web::get().to(invoices::document),
         ),
         entry(
             Method::GET,

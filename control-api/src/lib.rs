@@ -1,6 +1,6 @@
 //! Tollgate's control API: the REST service tenants and operators use to manage tenants,
-//! users, API keys, routes, JWT issuers, plans and subscriptions, with roles, tenant
-//! isolation, an audit log and an OpenAPI document.
+//! users, API keys, routes, JWT issuers, plans and subscriptions, and to read usage and
+//! invoices, with roles, tenant isolation, an audit log and an OpenAPI document.
 //!
 //! The binary `tollgate-control-api` serves it (`serve`) and also administers the database
 //! (`migrate`, `seed-demo`, `create-admin`). Configuration changes are plain writes to

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::endpoints as auth;
 use crate::resources::{
-    api_keys, audit_log, jwt_issuers, plans, routes, subscriptions, tenants, users,
+    api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage, users,
 };
 
 /// The control API's OpenAPI document.
@@ -14,7 +14,7 @@ use crate::resources::{
 #[openapi(
     info(
         title = "Tollgate control API",
-        description = "Tenants, users, API keys, routes, JWT issuers, plans, subscriptions and the audit log of the Tollgate API gateway. \
+        description = "Tenants, users, API keys, routes, JWT issuers, plans, subscriptions, usage, invoices and the audit log of the Tollgate API gateway. \
                        Errors are `{\"error\":{\"code\",\"message\",\"field\"?}}` with stable codes."
     ),
     paths(
@@ -24,7 +24,10 @@ use crate::resources::{
         users::list, users::create, users::get, users::disable,
         routes::list, routes::create, routes::get, routes::update, routes::delete,
         jwt_issuers::list, jwt_issuers::create, jwt_issuers::delete,
-        plans::list, plans::create, plans::get, subscriptions::get, subscriptions::switch,
+        plans::list, plans::create, plans::get, plans::update, plans::delete,
+        subscriptions::get, subscriptions::switch, subscriptions::list,
+        usage::series, usage::current,
+        invoices::list, invoices::get, invoices::document,
         audit_log::list,
     ),
     modifiers(&BearerAuth),

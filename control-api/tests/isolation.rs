@@ -115,7 +115,23 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
                 "pricing": { "currency": "USD", "base_fee_minor": 0, "model": "flat" },
             })
         }),
-        ("GET", "/api/v1/tenants/{tenant_id}/subscription") => e(reads, foreign_reads, no_body),
+        ("PATCH", "/api/v1/plans/{plan_id}") => e(
+            [200, 403, 403],
+            [200, 403, 403],
+            || json!({ "rate": { "burst": 30 }, "quota": { "included_requests": 5, "cap": "soft" } }),
+        ),
+        // The fixture plan has a subscription, so even a platform admin may not delete it.
+        ("DELETE", "/api/v1/plans/{plan_id}") => e([409, 403, 403], [409, 403, 403], no_body),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant_id}/subscription"
+            | "/api/v1/tenants/{tenant_id}/subscriptions"
+            | "/api/v1/tenants/{tenant_id}/usage"
+            | "/api/v1/tenants/{tenant_id}/usage/current"
+            | "/api/v1/tenants/{tenant_id}/invoices"
+            | "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}"
+            | "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
+        ) => e(reads, foreign_reads, no_body),
         // Switching a tenant to its current (fixture) plan again is allowed.
         ("POST", "/api/v1/tenants/{tenant_id}/subscription") => e(
             [201, 403, 403],
@@ -135,6 +151,7 @@ fn concrete_path(template: &str, tenant: &TenantFixture) -> String {
         .replace("{route_id}", &tenant.route_id.to_string())
         .replace("{issuer_id}", &tenant.issuer_id.to_string())
         .replace("{plan_id}", &tenant.plan_id.to_string())
+        .replace("{invoice_id}", &tenant.invoice_id.to_string())
 }
 
 fn request(endpoint: &Endpoint, path: &str, token: Option<&str>, body: &Value) -> TestRequest {
@@ -172,27 +189,31 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
         BTreeSet::from(["/api/v1/auth/login", "/api/v1/auth/refresh"])
     );
 
+    // One database for the whole matrix; every cell gets a fresh tenant pair of its own, so
+    // a write in one cell (a revoked key, a deleted route) cannot change another's outcome.
+    // Global writes (new tenants and plans) use unique names and are only read by lists
+    // whose status, not content, is checked.
+    let h = Harness::new().await;
+    let app = app!(h);
+    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     for endpoint in endpoints
         .iter()
         .filter(|e| e.access == Access::Authenticated)
     {
         let expected = expectation(&endpoint.method, endpoint.path).unwrap();
-        // A fresh world per endpoint, so one write cannot change another's outcome; each
-        // cell that writes gets its own tenant pair via a fresh harness as well.
         for (tenant_label, own) in [("own", true), ("foreign", false)] {
             for (role_index, role_label) in ["platform_admin", "tenant_admin", "tenant_viewer"]
                 .into_iter()
                 .enumerate()
             {
-                let h = Harness::new().await;
-                let app = app!(h);
+                let (own_tenant, foreign_tenant) = h.tenant_pair().await;
                 let caller: &Principal = match role_index {
                     0 => &h.platform,
-                    1 => &h.own.admin,
-                    _ => &h.own.viewer,
+                    1 => &own_tenant.admin,
+                    _ => &own_tenant.viewer,
                 };
-                let tenant = if own { &h.own } else { &h.foreign };
+                let tenant = if own { &own_tenant } else { &foreign_tenant };
                 let path = concrete_path(endpoint.path, tenant);
                 // A body may refer to the tenant's fixture plan as "{plan_id}".
                 let body: Value = serde_json::from_str(
@@ -222,6 +243,7 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
             }
         }
     }
+    println!("isolation matrix: {:?}", started.elapsed());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -240,4 +262,36 @@ async fn the_openapi_document_lists_exactly_the_route_table() {
         .map(|e| format!("{} {}", e.method, e.path))
         .collect();
     assert_eq!(documented, served);
+}
+
+#[test]
+fn every_schema_the_openapi_document_refers_to_is_defined() {
+    use utoipa::OpenApi;
+    fn refs(value: &Value, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.insert(target.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(tollgate_control_api::openapi::ApiDoc::openapi()).unwrap();
+    let mut targets = BTreeSet::new();
+    refs(&doc, &mut targets);
+    assert!(
+        targets.contains("#/components/schemas/UsageSeries"),
+        "{targets:?}"
+    );
+    let dangling: Vec<&String> = targets
+        .iter()
+        .filter(|t| {
+            let name = t.trim_start_matches("#/components/schemas/");
+            doc["components"]["schemas"].get(name).is_none()
+        })
+        .collect();
+    assert!(dangling.is_empty(), "undefined schemas: {dangling:?}");
 }

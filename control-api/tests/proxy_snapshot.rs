@@ -235,3 +235,106 @@ async fn routes_issuers_and_plans_written_through_the_api_load_into_the_proxy_sn
     assert!(applied.rate().strict);
     assert_eq!(applied.quota().map(|q| q.included_requests), Some(1000));
 }
+
+#[actix_web::test]
+async fn a_plan_patched_through_the_api_changes_the_limits_the_running_proxy_applies() {
+    let h = Harness::new().await;
+    let app = app!(h);
+    let platform = format!("Bearer {}", h.token(&h.platform));
+    let tenant_id = tollgate_core::TenantId::from_uuid(h.own.id);
+    let plan = format!("/api/v1/plans/{}", h.own.plan_id);
+
+    let handle = Arc::new(SnapshotHandle::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut settings = LoaderSettings::new(h.db.url());
+    settings.full_reload_every = Duration::from_secs(3600);
+    let loader = actix_web::rt::spawn(loader::run(settings, handle.clone(), stopped));
+    let applied_rate = || {
+        handle.load().and_then(|s| {
+            s.config.tenants[&tenant_id]
+                .plan
+                .as_ref()
+                .map(|p| (p.rate(), p.quota()))
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || applied_rate().is_some())
+            .await
+            .is_some(),
+        "the loader never loaded the fixture plan"
+    );
+
+    let (status, patched) = call!(
+        app,
+        TestRequest::patch()
+            .uri(&plan)
+            .insert_header(("Authorization", platform.clone()))
+            .set_json(json!({
+                "name": "Throttled",
+                "rate": { "requests_per_second": 7, "strict": true },
+                "quota": { "included_requests": 500, "cap": "soft" },
+            }))
+    );
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(
+        patched["rate"],
+        json!({ "requests_per_second": 7, "burst": 100_000, "strict": true })
+    );
+    assert_eq!(patched["pricing"]["model"], "flat", "pricing is untouched");
+    // Only the change notification can bring this in time: the full reload is an hour away.
+    let want = (
+        tollgate_core::RatePolicy {
+            requests_per_second: 7,
+            burst: 100_000,
+            strict: true,
+        },
+        Some(tollgate_core::Quota {
+            included_requests: 500,
+            cap: tollgate_core::QuotaCap::Soft,
+        }),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || applied_rate() == Some(want))
+            .await
+            .is_some(),
+        "the running proxy still applies {:?}",
+        applied_rate()
+    );
+    let fresh = load_snapshot(&mut h.db.client().await).await.unwrap();
+    let loaded = fresh.tenants[&tenant_id].plan.as_ref().unwrap();
+    assert_eq!(loaded.name(), "Throttled");
+    assert_eq!((loaded.rate(), loaded.quota()), want);
+
+    // `null` removes the quota; absent fields stay.
+    let (status, patched) = call!(
+        app,
+        TestRequest::patch()
+            .uri(&plan)
+            .insert_header(("Authorization", platform.clone()))
+            .set_json(json!({ "quota": null, "rate": { "burst": 9 } }))
+    );
+    assert_eq!(status, 200, "{patched}");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            applied_rate()
+                == Some((
+                    tollgate_core::RatePolicy {
+                        requests_per_second: 7,
+                        burst: 9,
+                        strict: true,
+                    },
+                    None,
+                ))
+        })
+        .await
+        .is_some(),
+        "the running proxy still applies {:?}",
+        applied_rate()
+    );
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), loader)
+        .await
+        .expect("the loader did not stop")
+        .unwrap();
+}

@@ -1,13 +1,15 @@
 //! Tollgate's shared domain: the types every service agrees on.
 //!
 //! Nothing here knows about Pingora, actix or Kafka clients: ids, API keys and their hashing,
-//! plans with their limit and pricing policies, money, and the usage event wire format live
-//! here so that the proxy, metering, invoicing and the control API cannot drift apart.
+//! plans with their limit and pricing policies, money, the invoice document and the usage
+//! event wire format live here so that the proxy, metering, invoicing and the control API
+//! cannot drift apart.
 //! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations.
 
 pub mod api_key;
 pub mod hex;
 pub mod ids;
+pub mod invoice_document;
 #[cfg(feature = "db")]
 pub mod migrations;
 pub mod money;

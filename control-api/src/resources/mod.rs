@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit_log;
+pub mod invoices;
 pub mod issuer_key;
 pub mod jwt_issuers;
 pub mod plans;
@@ -11,4 +12,6 @@ pub mod route_spec;
 pub mod routes;
 pub mod subscriptions;
 pub mod tenants;
+pub mod usage;
+pub mod usage_range;
 pub mod users;

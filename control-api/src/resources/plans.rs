@@ -67,11 +67,12 @@ pub struct CreatePlan {
     pub pricing: Pricing,
 }
 
-const COLUMNS: &str = "id, name, rate_per_second, burst, quota_included_requests, quota_cap, \
+/// The columns [`view`] reads, in its order.
+pub(crate) const COLUMNS: &str = "id, name, rate_per_second, burst, quota_included_requests, quota_cap, \
                        failure_mode, pricing, rate_strict, created_at";
 
 /// Reads a plan row back; a row the API did not write may be invalid, which is our fault.
-fn view(row: &Row) -> Result<PlanView, ApiError> {
+pub(crate) fn view(row: &Row) -> Result<PlanView, ApiError> {
     let bad = |what: String| ApiError::Internal(format!("plan row is invalid: {what}"));
     let unsigned = |n: i32| u32::try_from(n).map_err(|e| bad(e.to_string()));
     let rate = RatePolicy {
@@ -160,26 +161,7 @@ pub async fn create(
         pricing: body.pricing,
     })
     .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let too_large = |field: &str| ApiError::invalid(field, "is too large");
-    let rate = plan.rate();
-    let rate_per_second = i32::try_from(rate.requests_per_second)
-        .map_err(|_| too_large("rate.requests_per_second"))?;
-    let burst = i32::try_from(rate.burst).map_err(|_| too_large("rate.burst"))?;
-    let quota_included = plan
-        .quota()
-        .map(|q| i64::try_from(q.included_requests))
-        .transpose()
-        .map_err(|_| too_large("quota.included_requests"))?;
-    let quota_cap = plan.quota().map(|q| match q.cap {
-        QuotaCap::Hard => "hard",
-        QuotaCap::Soft => "soft",
-    });
-    let failure_mode = match plan.failure_mode() {
-        FailureMode::Open => "open",
-        FailureMode::Closed => "closed",
-    };
-    let pricing =
-        serde_json::to_value(plan.pricing()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stored = stored_limits(&plan)?;
     let id = *plan.id().as_uuid();
 
     let mut client = state.pool.get().await?;
@@ -193,28 +175,18 @@ pub async fn create(
             ),
             &[
                 &id,
-                &plan.name(),
-                &rate_per_second,
-                &burst,
-                &quota_included,
-                &quota_cap,
-                &failure_mode,
-                &pricing,
-                &rate.strict,
+                &stored.name,
+                &stored.rate_per_second,
+                &stored.burst,
+                &stored.quota_included,
+                &stored.quota_cap,
+                &stored.failure_mode,
+                &stored.pricing,
+                &stored.strict,
             ],
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e, "plans_name_key") {
-                ApiError::Conflict {
-                    code: "plan_name_taken",
-                    field: Some("name".into()),
-                    message: "another plan has this name".into(),
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(name_taken)?;
     let created = view(&row)?;
     audit::record(
         &tx,
@@ -259,4 +231,265 @@ pub async fn get(
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(view(&row)?))
+}
+
+/// Changes to a rate policy; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RatePatch {
+    /// Sustained requests per second.
+    pub requests_per_second: Option<u32>,
+    /// Burst.
+    pub burst: Option<u32>,
+    /// One atomic Redis script per request.
+    pub strict: Option<bool>,
+}
+
+/// Changes to a plan's name and limits. Pricing is immutable, like a Stripe price: create a
+/// new plan and switch subscriptions to it, so issued invoices keep meaning what they said.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlan {
+    /// 1 to 100 characters, unique.
+    pub name: Option<String>,
+    /// `{requests_per_second?, burst?, strict?}`.
+    #[serde(default)]
+    pub rate: Option<RatePatch>,
+    /// `{included_requests, cap: hard|soft}`, or null for unlimited.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<Object>)]
+    pub quota: Option<Option<Quota>>,
+    /// `open` or `closed`.
+    #[schema(value_type = Option<String>)]
+    pub failure_mode: Option<FailureMode>,
+    /// Refused: pricing cannot change.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<Object>)]
+    pub pricing: Option<Option<serde_json::Value>>,
+}
+
+/// The columns a plan's limits are stored in.
+#[derive(Debug)]
+struct StoredLimits<'a> {
+    rate_per_second: i32,
+    burst: i32,
+    quota_included: Option<i64>,
+    quota_cap: Option<&'static str>,
+    failure_mode: &'static str,
+    pricing: serde_json::Value,
+    name: &'a str,
+    strict: bool,
+}
+
+fn stored_limits(plan: &Plan) -> Result<StoredLimits<'_>, ApiError> {
+    let too_large = |field: &str| ApiError::invalid(field, "is too large");
+    let rate = plan.rate();
+    Ok(StoredLimits {
+        rate_per_second: i32::try_from(rate.requests_per_second)
+            .map_err(|_| too_large("rate.requests_per_second"))?,
+        burst: i32::try_from(rate.burst).map_err(|_| too_large("rate.burst"))?,
+        quota_included: plan
+            .quota()
+            .map(|q| i64::try_from(q.included_requests))
+            .transpose()
+            .map_err(|_| too_large("quota.included_requests"))?,
+        quota_cap: plan.quota().map(|q| match q.cap {
+            QuotaCap::Hard => "hard",
+            QuotaCap::Soft => "soft",
+        }),
+        failure_mode: match plan.failure_mode() {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        },
+        pricing: serde_json::to_value(plan.pricing())
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        name: plan.name(),
+        strict: rate.strict,
+    })
+}
+
+fn name_taken(e: tokio_postgres::Error) -> ApiError {
+    if is_unique_violation(&e, "plans_name_key") {
+        ApiError::Conflict {
+            code: "plan_name_taken",
+            field: Some("name".into()),
+            message: "another plan has this name".into(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+/// Changes a plan's name or limits; proxies reload it through the `plans` trigger's
+/// notification. Any pricing field is refused.
+#[utoipa::path(patch, path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
+    params(("plan_id" = Uuid, Path, description = "Plan id")), request_body = UpdatePlan,
+    responses((status = 200, body = PlanView),
+        (status = 409, description = "Another plan has this name", body = ErrorBody),
+        (status = 422, description = "A bad value, or a pricing field; names the field", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn update(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    JsonBody(body): JsonBody<UpdatePlan>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_platform_admin()?;
+    if body.pricing.is_some() {
+        return Err(ApiError::invalid(
+            "pricing",
+            "is immutable: create a new plan and switch subscriptions to it",
+        ));
+    }
+    let name = body
+        .name
+        .as_deref()
+        .map(|name| validate::required_text("name", name, 100))
+        .transpose()?;
+    let plan_id = path.into_inner();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM plans WHERE id = $1 FOR UPDATE"),
+            &[&plan_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let before = view(&row)?;
+    let patch = body.rate.unwrap_or_default();
+    let plan = Plan::new(PlanSpec {
+        id: PlanId::from_uuid(plan_id),
+        name: name.unwrap_or_else(|| before.name.clone()),
+        rate: RatePolicy {
+            requests_per_second: patch
+                .requests_per_second
+                .unwrap_or(before.rate.requests_per_second),
+            burst: patch.burst.unwrap_or(before.rate.burst),
+            strict: patch.strict.unwrap_or(before.rate.strict),
+        },
+        quota: body.quota.unwrap_or(before.quota),
+        failure_mode: body.failure_mode.unwrap_or(before.failure_mode),
+        pricing: before.pricing.clone(),
+    })
+    .map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let stored = stored_limits(&plan)?;
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE plans SET name = $2, rate_per_second = $3, burst = $4, \
+                   quota_included_requests = $5, quota_cap = $6, failure_mode = $7, \
+                   rate_strict = $8, updated_at = now() \
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[
+                &plan_id,
+                &stored.name,
+                &stored.rate_per_second,
+                &stored.burst,
+                &stored.quota_included,
+                &stored.quota_cap,
+                &stored.failure_mode,
+                &stored.strict,
+            ],
+        )
+        .await
+        .map_err(name_taken)?;
+    let updated = view(&row)?;
+    audit::record(
+        &tx,
+        &principal,
+        AuditEntry {
+            tenant_id: None,
+            action: "plan.update",
+            resource_type: "plan",
+            resource_id: &plan_id.to_string(),
+            details: json!({
+                "before": {
+                    "name": before.name,
+                    "rate": before.rate,
+                    "quota": before.quota,
+                    "failure_mode": before.failure_mode,
+                },
+                "after": {
+                    "name": updated.name,
+                    "rate": updated.rate,
+                    "quota": updated.quota,
+                    "failure_mode": updated.failure_mode,
+                },
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(%plan_id, "Plan updated.");
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+fn plan_in_use() -> ApiError {
+    ApiError::Conflict {
+        code: "plan_in_use",
+        field: None,
+        message: "subscriptions refer to this plan; switch them to another plan first".into(),
+    }
+}
+
+/// Deletes a plan no subscription (current, past or future) refers to.
+#[utoipa::path(delete, path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
+    params(("plan_id" = Uuid, Path, description = "Plan id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "`plan_in_use`: subscriptions refer to it", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn delete(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require_platform_admin()?;
+    let plan_id = path.into_inner();
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    // The row lock conflicts with the key-share lock a subscription insert takes on its plan,
+    // so no subscription can appear between the check and the delete.
+    let row = tx
+        .query_opt(
+            "SELECT name FROM plans WHERE id = $1 FOR UPDATE",
+            &[&plan_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let name: String = row.get(0);
+    let in_use = tx
+        .query_opt(
+            "SELECT 1 FROM subscriptions WHERE plan_id = $1 LIMIT 1",
+            &[&plan_id],
+        )
+        .await?;
+    if in_use.is_some() {
+        return Err(plan_in_use());
+    }
+    tx.execute("DELETE FROM plans WHERE id = $1", &[&plan_id])
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+                plan_in_use()
+            } else {
+                e.into()
+            }
+        })?;
+    audit::record(
+        &tx,
+        &principal,
+        AuditEntry {
+            tenant_id: None,
+            action: "plan.delete",
+            resource_type: "plan",
+            resource_id: &plan_id.to_string(),
+            details: json!({ "name": name }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(%plan_id, "Plan deleted.");
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,6 @@
 //! A tenant's subscription: which plan applies now. Platform admins switch a tenant to a plan
 //! from now on (the current subscription ends, the new one starts, in one transaction);
-//! the tenant's own users may read it.
+//! the tenant's own users may read it and its history.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use crate::audit::{self, AuditEntry};
 use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
+use crate::pagination::{Page, PageQuery, after_created, created_position};
 use crate::state::AppState;
 
 /// A subscription.
@@ -162,4 +163,62 @@ pub async fn switch(
     tx.commit().await?;
     tracing::info!(%tenant_id, plan_id = %body.plan_id, "Tenant switched plans.");
     Ok(HttpResponse::Created().json(view(&row)))
+}
+
+/// A subscription in the tenant's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubscriptionHistoryItem {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: SubscriptionView,
+    /// Whether it is the one in force now (the latest started, as the proxy picks it).
+    pub current: bool,
+}
+
+/// A tenant's subscriptions, newest start first, with the one in force now marked.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/subscriptions", tag = "subscriptions",
+    security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
+    responses((status = 200, body = Page<SubscriptionHistoryItem>),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn list(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let limit = query.limit()?;
+    // The cursor is the last item's (starts_at, id), in the shared format.
+    let (after_at, after_id) = after_created::<Uuid>(&query)?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS}, s.id IS NOT DISTINCT FROM ( \
+                     SELECT id FROM subscriptions \
+                      WHERE tenant_id = $1 AND starts_at <= now() \
+                        AND (ends_at IS NULL OR ends_at > now()) \
+                      ORDER BY starts_at DESC LIMIT 1) \
+                   FROM subscriptions s JOIN plans p ON p.id = s.plan_id \
+                  WHERE s.tenant_id = $1 \
+                    AND ($2::timestamptz IS NULL OR (s.starts_at, s.id) < ($2, $3)) \
+                  ORDER BY s.starts_at DESC, s.id DESC LIMIT $4"
+            ),
+            &[&tenant_id, &after_at, &after_id, &query.fetch_limit()?],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|row| SubscriptionHistoryItem {
+            subscription: view(row),
+            current: row.get(6),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page::from_fetched(
+        items,
+        limit,
+        |s: &SubscriptionHistoryItem| created_position(s.subscription.starts_at, s.subscription.id),
+    )))
 }

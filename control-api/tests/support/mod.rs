@@ -25,6 +25,8 @@ pub struct TenantFixture {
     pub route_id: Uuid,
     pub issuer_id: Uuid,
     pub plan_id: Uuid,
+    /// A finalized invoice with one line.
+    pub invoice_id: Uuid,
     pub admin: Principal,
     pub viewer: Principal,
 }
@@ -32,6 +34,8 @@ pub struct TenantFixture {
 pub struct Harness {
     pub db: TestDb,
     pub state: web::Data<AppState>,
+    /// The argon2id hash of [`PASSWORD`], computed once: hashing is slow in debug builds.
+    pub password_hash: String,
     pub platform: Principal,
     pub own: TenantFixture,
     pub foreign: TenantFixture,
@@ -55,61 +59,21 @@ impl Harness {
         let client = db.client().await;
         let hash = password::hash_password(PASSWORD).unwrap();
         let platform = insert_user(&client, None, Role::PlatformAdmin, &hash).await;
-        let mut tenants = Vec::new();
-        for _ in 0..2 {
-            let slug = tollgate_test_support::unique_name("t")
-                .replace('_', "-")
-                .to_lowercase();
-            let id = *insert_tenant(&client, &slug).await.as_uuid();
-            let key = insert_api_key(
-                &client,
-                tollgate_core::TenantId::from_uuid(id),
-                &KeyPepper::from_hex(PEPPER_HEX).unwrap(),
-            )
-            .await;
-            let route_id = Uuid::now_v7();
-            client
-                .execute(
-                    "INSERT INTO routes (id, tenant_id, path_prefix, upstreams) \
-                     VALUES ($1, $2, '/fixture', ARRAY['127.0.0.1:9'])",
-                    &[&route_id, &id],
-                )
-                .await
-                .unwrap();
-            let issuer_id = Uuid::now_v7();
-            client
-                .execute(
-                    "INSERT INTO jwt_issuers (id, tenant_id, issuer, audience, algorithm, key_material) \
-                     VALUES ($1, $2, $3, 'fixture', 'HS256', repeat('k', 40))",
-                    &[&issuer_id, &id, &format!("https://issuer.example/{id}")],
-                )
-                .await
-                .unwrap();
-            let plan_id = subscribe(
-                &client,
-                tollgate_core::TenantId::from_uuid(id),
-                PlanLimits::default(),
-            )
-            .await;
-            tenants.push(TenantFixture {
-                id,
-                key_id: key.id().as_str().to_owned(),
-                route_id,
-                issuer_id,
-                plan_id,
-                admin: insert_user(&client, Some(id), Role::TenantAdmin, &hash).await,
-                viewer: insert_user(&client, Some(id), Role::TenantViewer, &hash).await,
-            });
-        }
-        let foreign = tenants.pop().unwrap();
-        let own = tenants.pop().unwrap();
+        let (own, foreign) = tenant_pair(&client, &hash).await;
         Self {
             db,
             state,
+            password_hash: hash,
             platform,
             own,
             foreign,
         }
+    }
+
+    /// Two more tenants with fixtures of their own, in the same database: a test that writes
+    /// can use a fresh pair instead of a fresh database.
+    pub async fn tenant_pair(&self) -> (TenantFixture, TenantFixture) {
+        tenant_pair(&self.db.client().await, &self.password_hash).await
     }
 
     pub fn token(&self, principal: &Principal) -> String {
@@ -117,6 +81,78 @@ impl Harness {
             .tokens
             .issue(principal, TokenKind::Access)
             .unwrap()
+    }
+}
+
+/// An "own" and a "foreign" tenant, each with a key, a route, an issuer, a plan it is
+/// subscribed to, a finalized invoice, an admin and a viewer.
+async fn tenant_pair(
+    client: &tokio_postgres::Client,
+    hash: &str,
+) -> (TenantFixture, TenantFixture) {
+    let own = tenant_fixture(client, hash).await;
+    let foreign = tenant_fixture(client, hash).await;
+    (own, foreign)
+}
+
+async fn tenant_fixture(client: &tokio_postgres::Client, hash: &str) -> TenantFixture {
+    let slug = tollgate_test_support::unique_name("t")
+        .replace('_', "-")
+        .to_lowercase();
+    let id = *insert_tenant(client, &slug).await.as_uuid();
+    let key = insert_api_key(
+        client,
+        tollgate_core::TenantId::from_uuid(id),
+        &KeyPepper::from_hex(PEPPER_HEX).unwrap(),
+    )
+    .await;
+    let route_id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO routes (id, tenant_id, path_prefix, upstreams) \
+             VALUES ($1, $2, '/fixture', ARRAY['127.0.0.1:9'])",
+            &[&route_id, &id],
+        )
+        .await
+        .unwrap();
+    let issuer_id = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO jwt_issuers (id, tenant_id, issuer, audience, algorithm, key_material) \
+             VALUES ($1, $2, $3, 'fixture', 'HS256', repeat('k', 40))",
+            &[&issuer_id, &id, &format!("https://issuer.example/{id}")],
+        )
+        .await
+        .unwrap();
+    let plan_id = subscribe(
+        client,
+        tollgate_core::TenantId::from_uuid(id),
+        PlanLimits::default(),
+    )
+    .await;
+    let invoice_id = Uuid::now_v7();
+    client
+        .execute(
+            "WITH i AS (INSERT INTO invoices (id, tenant_id, period_start, period_end, currency, \
+                                              status, subtotal_minor, total_minor, finalized_at) \
+                        VALUES ($1, $2, '2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z', 'USD', \
+                                'finalized', 4900, 4900, '2026-02-01T00:05:00Z') RETURNING id) \
+             INSERT INTO invoice_lines (id, invoice_id, position, kind, description, quantity, \
+                                        unit_price, amount_minor) \
+             SELECT $3, id, 0, 'base_fee', 'Fixture plan', 1, 49, 4900 FROM i",
+            &[&invoice_id, &id, &Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
+    TenantFixture {
+        id,
+        key_id: key.id().as_str().to_owned(),
+        route_id,
+        issuer_id,
+        plan_id,
+        invoice_id,
+        admin: insert_user(client, Some(id), Role::TenantAdmin, hash).await,
+        viewer: insert_user(client, Some(id), Role::TenantViewer, hash).await,
     }
 }
 

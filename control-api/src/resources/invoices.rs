@@ -1,0 +1,339 @@
+//! A tenant's invoices, read-only: the monthly invoicing job writes them. The document
+//! download is rendered by [`tollgate_core::invoice_document`], the same function the job
+//! uses for the copy it stores, so both are byte for byte the same.
+
+use actix_web::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tollgate_core::invoice_document::{
+    InvoiceDocument, InvoiceDocumentLine, period_label, render_invoice_html,
+};
+use tollgate_core::{Currency, Money};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ErrorBody};
+use crate::pagination::{Page, PageQuery, after_created, created_position};
+use crate::state::AppState;
+
+/// Statuses an invoice can have, in lifecycle order.
+const STATUSES: &[&str] = &["draft", "finalized", "pushed", "emailed", "stored", "void"];
+
+/// An invoice without its lines.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceView {
+    /// Id.
+    pub id: Uuid,
+    /// The billed tenant.
+    pub tenant_id: Uuid,
+    /// The subscription billed, if any.
+    pub subscription_id: Option<Uuid>,
+    /// Start of the billed UTC calendar month (inclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    /// End of the billed month (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_end: OffsetDateTime,
+    /// ISO 4217 code of every amount.
+    pub currency: String,
+    /// `draft`, `finalized`, `pushed`, `emailed`, `stored` or `void`.
+    pub status: String,
+    /// Sum of the lines, in minor units of `currency`.
+    pub subtotal_minor: i64,
+    /// Amount due, in minor units of `currency`.
+    pub total_minor: i64,
+    /// When the invoicing job created it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was finalized.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finalized_at: Option<OffsetDateTime>,
+}
+
+/// One invoice line.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceLineView {
+    /// Id.
+    pub id: Uuid,
+    /// Order on the invoice, from 0.
+    pub position: i32,
+    /// `base_fee`, `usage`, `overage` or `correction`.
+    pub kind: String,
+    /// What is charged.
+    pub description: String,
+    /// Units.
+    pub quantity: i64,
+    /// Exact decimal price per unit in major units, as rated (display only).
+    #[schema(example = "0.0004")]
+    pub unit_price: String,
+    /// Amount in minor units of the invoice's currency; authoritative.
+    pub amount_minor: i64,
+}
+
+/// An invoice with its lines.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceDetail {
+    /// The invoice.
+    #[serde(flatten)]
+    pub invoice: InvoiceView,
+    /// Its lines, by position.
+    pub lines: Vec<InvoiceLineView>,
+}
+
+/// The list's query string, in a module of its own: utoipa's expansion of a params type
+/// declared next to the handler trips the `unused_qualifications` lint.
+mod list_query {
+    use serde::Deserialize;
+    use utoipa::IntoParams;
+
+    /// Query parameters of the invoice list.
+    #[derive(Debug, Default, Deserialize, IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct InvoiceListQuery {
+        /// Items per page, 1 to 100 (default 50).
+        #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+        pub limit: Option<String>,
+        /// The `next_cursor` of the previous page.
+        pub cursor: Option<String>,
+        /// Only invoices with this status.
+        pub status: Option<String>,
+    }
+}
+
+pub use list_query::InvoiceListQuery;
+
+const COLUMNS: &str = "id, tenant_id, subscription_id, period_start, period_end, currency, \
+                       status, subtotal_minor, total_minor, created_at, finalized_at";
+
+fn view(row: &Row) -> InvoiceView {
+    InvoiceView {
+        id: row.get(0),
+        tenant_id: row.get(1),
+        subscription_id: row.get(2),
+        period_start: row.get(3),
+        period_end: row.get(4),
+        currency: row.get(5),
+        status: row.get(6),
+        subtotal_minor: row.get(7),
+        total_minor: row.get(8),
+        created_at: row.get(9),
+        finalized_at: row.get(10),
+    }
+}
+
+/// `numeric` as text without the scale's trailing zeros: `0.000400000000` → `0.0004`.
+fn trim_decimal(text: &str) -> String {
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Lists a tenant's invoices, newest period first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices", tag = "invoices",
+    security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"), InvoiceListQuery),
+    responses((status = 200, body = Page<InvoiceView>), (status = "4XX", body = ErrorBody)))]
+pub async fn list(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    query: web::Query<InvoiceListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let query = query.into_inner();
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    let limit = page.limit()?;
+    let status = query
+        .status
+        .map(|s| {
+            if STATUSES.contains(&s.as_str()) {
+                Ok(s)
+            } else {
+                Err(ApiError::invalid(
+                    "status",
+                    format!("must be one of {}", STATUSES.join(", ")),
+                ))
+            }
+        })
+        .transpose()?;
+    // The cursor is the last item's (period_start, id), in the shared format.
+    let (after_at, after_id) = after_created::<Uuid>(&page)?;
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 \
+                   AND ($2::text IS NULL OR status = $2) \
+                   AND ($3::timestamptz IS NULL OR (period_start, id) < ($3, $4)) \
+                 ORDER BY period_start DESC, id DESC LIMIT $5"
+            ),
+            &[
+                &tenant_id,
+                &status,
+                &after_at,
+                &after_id,
+                &page.fetch_limit()?,
+            ],
+        )
+        .await?;
+    let items = rows.iter().map(view).collect();
+    Ok(
+        HttpResponse::Ok().json(Page::from_fetched(items, limit, |i: &InvoiceView| {
+            created_position(i.period_start, i.id)
+        })),
+    )
+}
+
+/// The invoice and its lines, read in one snapshot.
+async fn load(
+    state: &AppState,
+    tenant_id: Uuid,
+    invoice_id: Uuid,
+) -> Result<(InvoiceDetail, String, String), ApiError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS}, (SELECT name FROM tenants WHERE id = tenant_id), \
+                        (SELECT slug FROM tenants WHERE id = tenant_id) \
+                   FROM invoices WHERE id = $1 AND tenant_id = $2"
+            ),
+            &[&invoice_id, &tenant_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let lines = tx
+        .query(
+            "SELECT id, position, kind, description, quantity, unit_price::text, amount_minor \
+               FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
+            &[&invoice_id],
+        )
+        .await?;
+    tx.commit().await?;
+    let lines = lines
+        .iter()
+        .map(|line| InvoiceLineView {
+            id: line.get(0),
+            position: line.get(1),
+            kind: line.get(2),
+            description: line.get(3),
+            quantity: line.get(4),
+            unit_price: trim_decimal(line.get(5)),
+            amount_minor: line.get(6),
+        })
+        .collect();
+    Ok((
+        InvoiceDetail {
+            invoice: view(&row),
+            lines,
+        },
+        row.get(11),
+        row.get(12),
+    ))
+}
+
+/// One invoice with its lines, ordered by position.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}", tag = "invoices",
+    security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"),
+        ("invoice_id" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, body = InvoiceDetail), (status = "4XX", body = ErrorBody)))]
+pub async fn get(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, invoice_id) = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let (detail, _, _) = load(&state, tenant_id, invoice_id).await?;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+/// The invoice as a self-contained HTML document, for download.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
+    tag = "invoices", security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"),
+        ("invoice_id" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "The document, as an attachment",
+            content_type = "text/html; charset=utf-8", body = String),
+        (status = 409, description = "`invoice_not_finalized`: a draft has no document", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn document(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, invoice_id) = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let (detail, tenant_name, tenant_slug) = load(&state, tenant_id, invoice_id).await?;
+    let invoice = detail.invoice;
+    if invoice.status == "draft" {
+        return Err(ApiError::Conflict {
+            code: "invoice_not_finalized",
+            field: None,
+            message: "a draft invoice has no document yet".into(),
+        });
+    }
+    let currency = Currency::from_code(&invoice.currency)
+        .map_err(|e| ApiError::Internal(format!("invoice {invoice_id}: {e}")))?;
+    let money = |minor| Money::from_minor(minor, currency);
+    let html = render_invoice_html(&InvoiceDocument {
+        invoice_id,
+        tenant_name,
+        tenant_slug,
+        period_start: invoice.period_start,
+        period_end: invoice.period_end,
+        status: invoice.status,
+        finalized_at: invoice.finalized_at,
+        subtotal: money(invoice.subtotal_minor),
+        total: money(invoice.total_minor),
+        lines: detail
+            .lines
+            .into_iter()
+            .map(|line| InvoiceDocumentLine {
+                kind: line.kind,
+                description: line.description,
+                quantity: line.quantity,
+                unit_price: line.unit_price,
+                amount: money(line.amount_minor),
+            })
+            .collect(),
+    });
+    // The random tail of the UUIDv7: its head is a timestamp that a month's batch shares.
+    let simple = invoice_id.simple().to_string();
+    let short_id = &simple[simple.len() - 8..];
+    let filename = format!(
+        "invoice-{}-{short_id}.html",
+        period_label(invoice.period_start)
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((
+            CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .body(html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_prices_lose_only_trailing_zeros() {
+        assert_eq!(trim_decimal("0.000400000000"), "0.0004");
+        assert_eq!(trim_decimal("49.000000000000"), "49");
+        assert_eq!(trim_decimal("100"), "100");
+        assert_eq!(trim_decimal("-1.500000000000"), "-1.5");
+    }
+}
