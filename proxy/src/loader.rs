@@ -192,27 +192,33 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         }
     }
 
-    let current_plans: HashMap<Uuid, Uuid> = tx
-        .query(
-            "SELECT DISTINCT ON (tenant_id) tenant_id, plan_id FROM subscriptions \
-             WHERE starts_at <= now() AND (ends_at IS NULL OR ends_at > now()) \
-             ORDER BY tenant_id, starts_at DESC",
+    // Tenants and keys may number in the hundreds of thousands: their maps are sized once
+    // (growing them leaves the outgrown tables behind in the allocator) and their rows are
+    // streamed in instead of being collected first, which would double the memory peak.
+    let counts = tx
+        .query_one(
+            "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM api_keys)",
             &[],
         )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-
-    for row in tx
-        .query("SELECT id, slug, status FROM tenants", &[])
-        .await?
-    {
+        .await?;
+    let capacity = |column| usize::try_from(counts.get::<_, i64>(column)).unwrap_or(0);
+    snapshot.tenants.reserve(capacity(0));
+    snapshot.keys.reserve(capacity(1));
+    let tenants = stream(
+        &tx,
+        "SELECT t.id, t.slug, t.status, s.plan_id FROM tenants t \
+         LEFT JOIN LATERAL (SELECT plan_id FROM subscriptions \
+             WHERE tenant_id = t.id AND starts_at <= now() AND (ends_at IS NULL OR ends_at > now()) \
+             ORDER BY starts_at DESC LIMIT 1) s ON true",
+    )
+    .await?;
+    futures_util::pin_mut!(tenants);
+    while let Some(row) = tenants.next().await.transpose()? {
         let id: Uuid = row.get(0);
         let status: &str = row.get(2);
-        let plan = current_plans
-            .get(&id)
-            .and_then(|plan| snapshot.plans.get(&PlanId::from_uuid(*plan)))
+        let plan = row
+            .get::<_, Option<Uuid>>(3)
+            .and_then(|plan| snapshot.plans.get(&PlanId::from_uuid(plan)))
             .cloned();
         snapshot.tenants.insert(
             TenantId::from_uuid(id),
@@ -229,13 +235,13 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         );
     }
 
-    for row in tx
-        .query(
-            "SELECT id, tenant_id, secret_hmac, status, scopes, expires_at FROM api_keys",
-            &[],
-        )
-        .await?
-    {
+    let keys = stream(
+        &tx,
+        "SELECT id, tenant_id, secret_hmac, status, scopes, expires_at FROM api_keys",
+    )
+    .await?;
+    futures_util::pin_mut!(keys);
+    while let Some(row) = keys.next().await.transpose()? {
         let id: &str = row.get(0);
         let (Ok(key_id), Some(hash)) = (KeyId::parse(id), KeyHash::from_slice(row.get(2))) else {
             tracing::error!(key_id = id, "API key skipped: malformed id or hash.");
@@ -333,6 +339,15 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
         .values_mut()
         .for_each(|routes| order_routes(routes));
     Ok(snapshot)
+}
+
+/// The rows of a parameterless query, as they arrive.
+async fn stream(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
+    tx.query_raw(sql, std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>())
+        .await
 }
 
 /// Most specific first: a longer prefix, then a route bound to a host.

@@ -20,8 +20,9 @@ const BATCH: usize = 4096;
 /// Work for the spool writer.
 #[derive(Debug)]
 pub(crate) enum SpoolItem {
-    /// An event from the request path that found the producer queue full.
-    Event(UsageEvent),
+    /// An event from the request path that found the producer queue full. Boxed: the
+    /// channel's slots are allocated (and touched) up front, so they are kept small.
+    Event(Box<UsageEvent>),
     /// An encoded spool record (see the module docs) Kafka could not take.
     Record(Vec<u8>),
     /// Write what is queued, fsync and stop.
