@@ -346,8 +346,11 @@ async fn stream(
     tx: &tokio_postgres::Transaction<'_>,
     sql: &str,
 ) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
-    tx.query_raw(sql, std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>())
-        .await
+    tx.query_raw(
+        sql,
+        std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+    )
+    .await
 }
 
 /// Most specific first: a longer prefix, then a route bound to a host.

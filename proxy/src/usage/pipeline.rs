@@ -110,7 +110,10 @@ impl UsageSink {
             shared.metrics.drop_events(DropReason::Shutdown, 1);
             return Submitted::Dropped;
         }
-        match shared.spool_items.try_send(SpoolItem::Event(Box::new(event))) {
+        match shared
+            .spool_items
+            .try_send(SpoolItem::Event(Box::new(event)))
+        {
             Ok(()) => Submitted::Spooling,
             Err(TrySendError::Full(_)) => {
                 shared.metrics.drop_events(DropReason::QueueFull, 1);
