@@ -66,6 +66,33 @@ impl AdminApp {
     }
 }
 
+impl AdminApp {
+    /// 200 with the snapshot's generation and age; 503 before the first snapshot and while
+    /// draining.
+    fn readiness(&self) -> Response<Vec<u8>> {
+        if self.draining.get() {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"ready":false,"reason":"draining"}"#.into(),
+            );
+        }
+        match self.snapshot.load() {
+            Some(snapshot) => json(
+                StatusCode::OK,
+                format!(
+                    r#"{{"ready":true,"snapshot_generation":{},"snapshot_age_seconds":{}}}"#,
+                    snapshot.generation,
+                    snapshot.loaded_at.elapsed().as_secs()
+                ),
+            ),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"ready":false,"reason":"no config snapshot loaded yet"}"#.into(),
+            ),
+        }
+    }
+}
+
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Vec<u8>> {
     let body = body.into_bytes();
     Response::builder()
@@ -85,24 +112,7 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-            "/ready" => match self.snapshot.load() {
-                _ if self.draining.get() => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"ready":false,"reason":"draining"}"#.into(),
-                ),
-                Some(snapshot) => json(
-                    StatusCode::OK,
-                    format!(
-                        r#"{{"ready":true,"snapshot_generation":{},"snapshot_age_seconds":{}}}"#,
-                        snapshot.generation,
-                        snapshot.loaded_at.elapsed().as_secs()
-                    ),
-                ),
-                None => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"ready":false,"reason":"no config snapshot loaded yet"}"#.into(),
-                ),
-            },
+            "/ready" => self.readiness(),
             "/metrics" => {
                 if let Some(snapshot) = self.snapshot.load() {
                     self.metrics
@@ -127,5 +137,36 @@ impl ServeHttp for AdminApp {
                 r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#.into(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::ConfigSnapshot;
+
+    #[tokio::test]
+    async fn ready_follows_the_snapshot_and_turns_503_once_the_shutdown_begins() {
+        let snapshot = Arc::new(SnapshotHandle::default());
+        let draining = Arc::new(Draining::default());
+        let app = AdminApp::new(
+            snapshot.clone(),
+            draining.clone(),
+            Arc::new(Registry::default()),
+            Arc::new(GatewayMetrics::default()),
+        );
+        assert_eq!(app.readiness().status(), StatusCode::SERVICE_UNAVAILABLE);
+        snapshot.store(ConfigSnapshot::default());
+        assert_eq!(app.readiness().status(), StatusCode::OK);
+
+        // Pingora's shutdown signal reaches the watcher, which flips the flag.
+        let (shutdown, watch) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move { DrainWatcher(draining).start(watch).await });
+        assert_eq!(app.readiness().status(), StatusCode::OK);
+        shutdown.send(true).unwrap();
+        watcher.await.unwrap();
+        let response = app.readiness();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(String::from_utf8_lossy(response.body()).contains("draining"));
     }
 }
