@@ -112,6 +112,11 @@ struct Cli {
     check_config: bool,
 }
 
+/// mimalloc: glibc's malloc took ~10 % of the proxy's CPU under load (profiled), mostly on
+/// the many small, short-lived allocations of the request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let pepper = KeyPepper::from_hex(&cli.key_pepper).context("TOLLGATE_KEY_PEPPER is invalid")?;

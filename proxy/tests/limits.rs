@@ -325,9 +325,13 @@ async fn a_redis_outage_falls_back_to_local_limits_without_errors_and_cluster_li
         "Redis back, {secs} ms, one proxy: admitted {ok}, cluster rate {cluster_rate} + burst {burst}"
     );
     assert_eq!(after.other.load(Ordering::Relaxed), 0);
+    // Well above what the local share would admit in the same time: the cluster rate is
+    // back. (Not "close to the cluster rate": on a loaded machine the client may not offer
+    // that many requests.)
+    let local_share = (rate / 3) * secs / 1000 + burst / 3 + 1;
     assert!(
-        ok * 10 >= cluster_rate * 8,
-        "cluster limits did not resume: {ok} admitted, the cluster rate allows {cluster_rate}"
+        ok * 2 >= local_share * 3,
+        "cluster limits did not resume: {ok} admitted, the local share alone allows {local_share}"
     );
     assert!(
         ok <= (cluster_rate + burst) * 105 / 100,

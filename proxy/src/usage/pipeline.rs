@@ -39,6 +39,9 @@ const LIVE: usize = 0;
 const BATCH: usize = 512;
 /// How often gauges are refreshed and the spool is checked for replay.
 const TICK: Duration = Duration::from_millis(50);
+/// While events keep arriving, how often the service thread collects them (and delivery
+/// reports): the most an event waits before it is handed to the producer.
+const DRAIN_EVERY: Duration = Duration::from_millis(2);
 /// After the deadline, how long librdkafka gets to hand back purged events.
 const PURGE_GRACE: Duration = Duration::from_secs(2);
 
@@ -366,24 +369,61 @@ impl Service {
     async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events = Vec::with_capacity(BATCH);
         let mut deliveries = Vec::with_capacity(BATCH);
         let mut events_open = true;
+        // Idle, this thread sleeps until an event or delivery report arrives. Busy, it drains
+        // both channels every `DRAIN_EVERY` instead: awaiting a channel has every send wake
+        // this thread (a syscall on the request path and a context switch here, per request).
+        let mut busy = false;
         loop {
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => break,
-                n = self.deliveries.recv_many(&mut deliveries, BATCH) => {
+                n = self.deliveries.recv_many(&mut deliveries, BATCH), if !busy => {
                     if n == 0 {
                         break;
                     }
                     self.handle_deliveries(&mut deliveries);
                 }
-                n = self.events.recv_many(&mut events, BATCH), if events_open => {
+                n = self.events.recv_many(&mut events, BATCH), if events_open && !busy => {
                     events_open = n > 0;
+                    busy = events_open;
                     for event in events.drain(..) {
                         self.produce_live(&event);
                     }
+                    drain.reset();
+                }
+                _ = drain.tick(), if busy => {
+                    let mut received = 0;
+                    loop {
+                        match self.deliveries.try_recv() {
+                            Ok(delivery) => deliveries.push(delivery),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                busy = false;
+                                break;
+                            }
+                        }
+                    }
+                    self.handle_deliveries(&mut deliveries);
+                    loop {
+                        match self.events.try_recv() {
+                            Ok(event) => {
+                                received += 1;
+                                self.produce_live(&event);
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                events_open = false;
+                                break;
+                            }
+                        }
+                    }
+                    // Nothing arrived for a whole interval: back to sleeping until one does.
+                    busy = busy && events_open && received > 0;
                 }
                 _ = tick.tick() => self.refresh_gauges(),
             }
