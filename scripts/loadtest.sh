@@ -41,11 +41,27 @@ install_tools() {
   fi
 }
 
-# Reuse the running stack when stack.env names one (its state directory may belong to another
-# checkout sharing .tollgate); otherwise start it.
+stack_value() { grep -E "^$1=" "$STACK_ENV" 2>/dev/null | head -1 | cut -d= -f2- || true; }
+
+# PostgreSQL, Redis and the broker named in stack.env all answer.
+stack_answers() {
+  local db redis kafka
+  db=$(stack_value DATABASE_URL); redis=$(stack_value REDIS_URL); kafka=$(stack_value KAFKA_BROKERS)
+  [ -n "$db" ] && [ -n "$redis" ] && [ -n "$kafka" ] || return 1
+  /usr/lib/postgresql/15/bin/psql "$db" -tAc 'SELECT 1' >/dev/null 2>&1 || return 1
+  redis-cli -u "$redis" --no-auth-warning ping 2>/dev/null | grep -q PONG || return 1
+  (exec 3<>"/dev/tcp/${kafka%%:*}/${kafka##*:}") 2>/dev/null
+}
+
+# Reuse the running stack when stack.env names one that answers; otherwise start it (in the
+# state directory stack.env names, which may belong to another checkout sharing .tollgate).
 start_stack() {
-  local state=""
-  [ -f "$STACK_ENV" ] && state=$(grep -E '^STATE_DIR=' "$STACK_ENV" | cut -d= -f2- || true)
+  if stack_answers; then
+    log "reusing the running services named in .tollgate/stack.env"
+    return
+  fi
+  local state
+  state=$(stack_value STATE_DIR)
   if [ -n "$state" ]; then
     TOLLGATE_STATE_DIR=$state "$ROOT/scripts/stack.sh" services
   else
@@ -72,8 +88,8 @@ stop_leftovers() {
 # Limiter keys and the usage topic of the run: nothing of it stays in the shared services.
 clean_services() {
   local redis_url kafka
-  redis_url=$(grep -E '^REDIS_URL=' "$STACK_ENV" | cut -d= -f2-)
-  kafka=$(grep -E '^KAFKA_BROKERS=' "$STACK_ENV" | cut -d= -f2-)
+  redis_url=$(stack_value REDIS_URL)
+  kafka=$(stack_value KAFKA_BROKERS)
   redis-cli -u "$redis_url" --no-auth-warning --scan --pattern 'tollgate-loadtest:*' |
     xargs -r -n 500 redis-cli -u "$redis_url" --no-auth-warning del >/dev/null || true
   if [ -x "$TANSU_BIN" ]; then

@@ -185,6 +185,19 @@ pub fn ensure_free(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The body of `GET path` (connection closed by the server after it), or `None`.
+pub fn http_get_body(port: u16, path: &str) -> Option<String> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: loadtest\r\nconnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
 /// One HTTP/1.1 request on a fresh connection; the response's status code, or `None`.
 pub fn http_status(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;

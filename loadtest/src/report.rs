@@ -115,8 +115,11 @@ impl IngestResult {
     }
 }
 
+/// How a metric is read from one run.
+type ReadMetric = fn(&RunResult) -> f64;
+
 /// Metric names of [`ScenarioResults::summary`] with how to read them from a run.
-const METRICS: &[(&str, fn(&RunResult) -> f64)] = &[
+const METRICS: &[(&str, ReadMetric)] = &[
     ("requests_per_second", |r| r.wrk.requests_per_second),
     ("p50_ms", |r| r.oha.p50_ms),
     ("p99_ms", |r| r.oha.p99_ms),
@@ -139,6 +142,15 @@ const METRICS: &[(&str, fn(&RunResult) -> f64)] = &[
     }),
     ("oha_other_non_2xx", |r| to_f64(r.oha.status_other)),
     ("oha_errors", |r| to_f64(r.oha.errors)),
+    ("usage_events_produced", |r| {
+        r.usage_events.map_or(f64::NAN, |u| to_f64(u.produced))
+    }),
+    ("usage_events_spooled", |r| {
+        r.usage_events.map_or(f64::NAN, |u| to_f64(u.spooled))
+    }),
+    ("usage_events_dropped", |r| {
+        r.usage_events.map_or(f64::NAN, |u| to_f64(u.dropped))
+    }),
 ];
 
 #[allow(clippy::cast_precision_loss)]
@@ -282,6 +294,33 @@ impl Results {
         for (name, value) in &self.ratios {
             let shown = value.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"));
             let _ = writeln!(out, "- `{name}`: {shown}");
+        }
+        let metered: Vec<&ScenarioResults> = self
+            .scenarios
+            .iter()
+            .filter(|s| s.summary.contains_key("usage_events_produced"))
+            .collect();
+        if !metered.is_empty() {
+            out.push_str(
+                "\n## Usage events per run (medians; read from `/metrics` before the gateway \
+                 stops, so events the broker has not taken yet are in neither column)\n\n\
+                 | configuration | produced to Kafka | spooled to disk | dropped |\n|---|---|---|---|\n",
+            );
+            for sc in metered {
+                let m = |k: &str| {
+                    sc.median(k)
+                        .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "| ({}) {} | {} | {} | {} |",
+                    sc.letter,
+                    sc.name,
+                    m("usage_events_produced"),
+                    m("usage_events_spooled"),
+                    m("usage_events_dropped")
+                );
+            }
         }
         out.push_str("\n## Configurations\n\n");
         for sc in &self.scenarios {

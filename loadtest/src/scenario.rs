@@ -122,6 +122,40 @@ pub struct RunResult {
     pub backing_cpu_s_per_10k_fixed_rate: Option<f64>,
     /// Peak RSS (`VmHWM`) of the system under test, KiB (nginx: its worker).
     pub peak_rss_kib: u64,
+    /// The gateway's usage-event counters at the end of the run (metering on).
+    pub usage_events: Option<UsageCounts>,
+}
+
+/// Usage-event counters from the gateway's `/metrics`, read before it stops: events the
+/// broker had not taken yet are still queued (and spooled at shutdown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageCounts {
+    /// Acknowledged by Kafka.
+    pub produced: u64,
+    /// Written to the disk spool (producer queue full or broker unreachable).
+    pub spooled: u64,
+    /// Lost (both queues full).
+    pub dropped: u64,
+}
+
+impl UsageCounts {
+    /// From Prometheus text: `usage_events_{produced,spooled,dropped}_total`, summed over labels.
+    pub fn from_metrics(text: &str) -> Option<Self> {
+        let sum = |name: &str| -> u64 {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        text.contains("usage_events_produced_total").then(|| Self {
+            produced: sum("usage_events_produced_total"),
+            spooled: sum("usage_events_spooled_total"),
+            dropped: sum("usage_events_dropped_total"),
+        })
+    }
 }
 
 /// The prepared fixtures of a run: configs, keys and scripts in the work directory.
@@ -421,6 +455,9 @@ impl Lab {
             }
             _ => None,
         };
+        let usage_events = process::http_get_body(s.ports.gateway_admin, "/metrics")
+            .filter(|_| scenario.is_gateway())
+            .and_then(|text| UsageCounts::from_metrics(&text));
         let peak_rss_kib = measured
             .iter()
             .map(|&pid| process::peak_rss_kib(pid))
@@ -435,6 +472,7 @@ impl Lab {
             wrk,
             oha,
             peak_rss_kib,
+            usage_events,
         })
     }
 
@@ -489,4 +527,29 @@ fn write_keys_and_lua(dir: &Path, name: &str, keys: &[&str]) -> anyhow::Result<(
         fixtures::rotate_keys_lua(&keys_file),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_sum_labelled_series() {
+        let text = "# TYPE usage_events_produced counter\nusage_events_produced_total 120\n\
+                    usage_events_spooled_total 30\n\
+                    usage_events_dropped_total{reason=\"queue_full\"} 2\n\
+                    usage_events_dropped_total{reason=\"spool_full\"} 3\n";
+        assert_eq!(
+            UsageCounts::from_metrics(text),
+            Some(UsageCounts {
+                produced: 120,
+                spooled: 30,
+                dropped: 5
+            })
+        );
+        assert_eq!(
+            UsageCounts::from_metrics("gateway_requests_total 1\n"),
+            None
+        );
+    }
 }
