@@ -85,6 +85,18 @@ stop_leftovers() {
   done
 }
 
+USAGE_TOPIC=tollgate-loadtest-usage
+
+# The gateway's usage topic, created fresh (the broker does not create topics on produce; a
+# missing topic would send every event to the disk spool instead of Kafka).
+create_topic() {
+  local kafka
+  kafka=$(stack_value KAFKA_BROKERS)
+  [ -x "$TANSU_BIN" ] || { log "no tansu binary: create topic $USAGE_TOPIC yourself"; return; }
+  "$TANSU_BIN" topic delete --broker "tcp://$kafka" "$USAGE_TOPIC" >/dev/null 2>&1 || true
+  "$TANSU_BIN" topic create --broker "tcp://$kafka" --partitions 3 "$USAGE_TOPIC" >/dev/null
+}
+
 # Limiter keys and the usage topic of the run: nothing of it stays in the shared services.
 clean_services() {
   local redis_url kafka
@@ -93,7 +105,7 @@ clean_services() {
   redis-cli -u "$redis_url" --no-auth-warning --scan --pattern 'tollgate-loadtest:*' |
     xargs -r -n 500 redis-cli -u "$redis_url" --no-auth-warning del >/dev/null || true
   if [ -x "$TANSU_BIN" ]; then
-    "$TANSU_BIN" topic delete --broker "tcp://$kafka" tollgate-loadtest-usage >/dev/null 2>&1 || true
+    "$TANSU_BIN" topic delete --broker "tcp://$kafka" "$USAGE_TOPIC" >/dev/null 2>&1 || true
   fi
   rm -rf "$LOADTEST_DIR"/spool-*
 }
@@ -105,6 +117,7 @@ main() {
   chmod 700 "$LOADTEST_DIR"
   stop_leftovers
   trap 'stop_leftovers; clean_services' EXIT
+  create_topic
 
   log "building release binaries (tollgate-proxy, tollgate-loadtest, ingest_bench)"
   (cd "$ROOT" && cargo build --release --locked --quiet -p tollgate-proxy -p tollgate-loadtest \
