@@ -142,6 +142,7 @@ const METRICS: &[(&str, ReadMetric)] = &[
     }),
     ("oha_other_non_2xx", |r| to_f64(r.oha.status_other)),
     ("oha_errors", |r| to_f64(r.oha.errors)),
+    ("redis_fallbacks", |r| to_f64(r.redis_fallbacks)),
     ("usage_events_produced", |r| {
         r.usage_events.map_or(f64::NAN, |u| to_f64(u.produced))
     }),
@@ -302,9 +303,10 @@ impl Results {
             .collect();
         if !metered.is_empty() {
             out.push_str(
-                "\n## Usage events per run (medians; read from `/metrics` before the gateway \
+                "\n## Usage events and Redis fallbacks per run (medians; read from `/metrics` before the gateway \
                  stops, so events the broker has not taken yet are in neither column)\n\n\
-                 | configuration | produced to Kafka | spooled to disk | dropped |\n|---|---|---|---|\n",
+                 | configuration | produced to Kafka | spooled to disk | dropped | Redis fallbacks |\n\
+                 |---|---|---|---|---|\n",
             );
             for sc in metered {
                 let m = |k: &str| {
@@ -313,12 +315,13 @@ impl Results {
                 };
                 let _ = writeln!(
                     out,
-                    "| ({}) {} | {} | {} | {} |",
+                    "| ({}) {} | {} | {} | {} | {} |",
                     sc.letter,
                     sc.name,
                     m("usage_events_produced"),
                     m("usage_events_spooled"),
-                    m("usage_events_dropped")
+                    m("usage_events_dropped"),
+                    m("redis_fallbacks")
                 );
             }
         }

@@ -124,6 +124,10 @@ pub struct RunResult {
     pub peak_rss_kib: u64,
     /// The gateway's usage-event counters at the end of the run (metering on).
     pub usage_events: Option<UsageCounts>,
+    /// Times the gateway logged Redis as unreachable (a limiter flush over its 250 ms
+    /// deadline) and fell back to local limits for a while.
+    #[serde(default)]
+    pub redis_fallbacks: u64,
 }
 
 /// Usage-event counters from the gateway's `/metrics`, read before it stops: events the
@@ -361,7 +365,7 @@ impl Lab {
         process::ensure_free(s.ports.gateway)?;
         process::ensure_free(s.ports.gateway_admin)?;
         let mut proxy = Managed::start(
-            "tollgate-proxy",
+            &format!("tollgate-proxy-{tag}"),
             &s.sut_cpus,
             &s.bin_dir.join("tollgate-proxy"),
             &[],
@@ -464,6 +468,13 @@ impl Lab {
             .sum::<anyhow::Result<u64>>()?;
         drop(sut);
         drop(upstream);
+        let redis_fallbacks = if scenario.is_gateway() {
+            let log = std::fs::read_to_string(dir.join(format!("tollgate-proxy-{tag}.log")))
+                .unwrap_or_default();
+            log.matches("Redis unreachable").count() as u64
+        } else {
+            0
+        };
         Ok(RunResult {
             round,
             cpu_s_per_10k_max_rate: self.per_10k(after_wrk - before, wrk.requests),
@@ -473,6 +484,7 @@ impl Lab {
             oha,
             peak_rss_kib,
             usage_events,
+            redis_fallbacks,
         })
     }
 
