@@ -127,6 +127,7 @@ const METRICS: &[(&str, ReadMetric)] = &[
     ("fixed_rate_achieved_rps", |r| r.oha.requests_per_second),
     ("cpu_s_per_10k_max_rate", |r| r.cpu_s_per_10k_max_rate),
     ("cpu_s_per_10k_fixed_rate", |r| r.cpu_s_per_10k_fixed_rate),
+    ("cpu_busy_max_rate", |r| r.cpu_busy_max_rate),
     ("backing_cpu_s_per_10k_fixed_rate", |r| {
         r.backing_cpu_s_per_10k_fixed_rate.unwrap_or(f64::NAN)
     }),
@@ -254,6 +255,7 @@ impl Results {
             ("p99.9 ms", "p99_9_ms", 3),
             ("CPU s/10k req (max rate)", "cpu_s_per_10k_max_rate", 3),
             ("CPU s/10k req (fixed rate)", "cpu_s_per_10k_fixed_rate", 3),
+            ("cores busy (max rate)", "cpu_busy_max_rate", 2),
             ("peak RSS MiB", "peak_rss_mib", 1),
             ("non-2xx (wrk)", "wrk_non_2xx_share", 3),
             ("429 (oha)", "oha_429_share", 3),
@@ -290,7 +292,10 @@ impl Results {
         }
         out.push_str(
             "\nnon-2xx and 429 columns are shares of all responses (medians); raw counts are in \
-             the JSON.\n\n## Ratios (medians)\n\n",
+             the JSON. Cores busy: CPU seconds of the system under test ÷ wall seconds during \
+             the wrk run; near 1.00 (one worker) means it was the bottleneck, well below means \
+             the load generator's CPU or other load on the machine was, and the CPU per request \
+             columns are the fairer comparison.\n\n## Ratios (medians)\n\n",
         );
         for (name, value) in &self.ratios {
             let shown = value.map_or_else(|| "–".to_owned(), |v| format!("{v:.3}"));
@@ -345,9 +350,9 @@ impl Results {
     /// Markdown of the change from `previous` to `self` (medians).
     pub fn diff(&self, previous: &Self, previous_name: &str) -> String {
         let mut out = format!(
-            "## Difference against {previous_name} ({} → {})\n\n\
+            "## Difference against {previous_name} ({} → {}; fixed rate {} → {} req/s)\n\n\
              | configuration | metric | before | now | change |\n|---|---|---|---|---|\n",
-            previous.commit, self.commit
+            previous.commit, self.commit, previous.settings.fixed_rate, self.settings.fixed_rate
         );
         let metrics = [
             "requests_per_second",
@@ -356,6 +361,7 @@ impl Results {
             "p99_9_ms",
             "cpu_s_per_10k_max_rate",
             "cpu_s_per_10k_fixed_rate",
+            "cpu_busy_max_rate",
             "peak_rss_mib",
         ];
         for sc in &self.scenarios {

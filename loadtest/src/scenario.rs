@@ -117,6 +117,11 @@ pub struct RunResult {
     pub cpu_s_per_10k_max_rate: f64,
     /// The same during the fixed-rate run.
     pub cpu_s_per_10k_fixed_rate: f64,
+    /// Cores the system under test kept busy during the wrk run (CPU seconds ÷ wall
+    /// seconds): well below 1 with one worker means something else (the load generator's
+    /// CPU, other load on the machine) limited the throughput, not the system under test.
+    #[serde(default)]
+    pub cpu_busy_max_rate: f64,
     /// CPU seconds of Redis + the broker per 10k requests during the fixed-rate run (shared
     /// services: other users' load shows up here too).
     pub backing_cpu_s_per_10k_fixed_rate: Option<f64>,
@@ -432,6 +437,7 @@ impl Lab {
         let cpu =
             || -> anyhow::Result<u64> { measured.iter().map(|&pid| process::cpu_ticks(pid)).sum() };
         let before = cpu()?;
+        let wrk_started = std::time::Instant::now();
         let wrk = generators::run_wrk(
             &s.client_cpus,
             &url,
@@ -441,6 +447,7 @@ impl Lab {
             &raw("wrk.txt"),
         )?;
         let after_wrk = cpu()?;
+        let wrk_seconds = wrk_started.elapsed().as_secs_f64();
         let backing_before = self.backing_ticks();
         let oha = generators::run_oha(
             &s.oha,
@@ -479,6 +486,7 @@ impl Lab {
             round,
             cpu_s_per_10k_max_rate: self.per_10k(after_wrk - before, wrk.requests),
             cpu_s_per_10k_fixed_rate: self.per_10k(after_oha - after_wrk, oha.requests),
+            cpu_busy_max_rate: self.seconds(after_wrk - before) / wrk_seconds,
             backing_cpu_s_per_10k_fixed_rate: backing,
             wrk,
             oha,
@@ -520,6 +528,11 @@ impl Lab {
         let redis = process::pid_from_file(&state.join("redis.pid"))?;
         let tansu = process::pid_from_file(&state.join("tansu.pid"))?;
         Some(process::cpu_ticks(redis).ok()? + process::cpu_ticks(tansu).ok()?)
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn seconds(&self, ticks: u64) -> f64 {
+        ticks as f64 / self.ticks as f64
     }
 
     #[allow(clippy::cast_precision_loss)]
