@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench bench-ingest fuzz
+.PHONY: up down status services test lint fmt bench bench-ingest loadtest fuzz
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -42,6 +42,11 @@ bench:
 ## Sustained ingest into PostgreSQL (fsync on), in events/s.
 bench-ingest: services
 	$(CARGO) run --release --locked -p tollgate-metering --example ingest_bench
+
+## Load tests: Tollgate against nginx baselines over several rounds (wrk, oha); results in
+## loadtest/results/. LOADTEST_SECONDS, LOADTEST_ROUNDS, … (README, "Load tests").
+loadtest:
+	scripts/loadtest.sh
 
 ## Fuzz the parsers of untrusted input (nightly; FUZZ_SECONDS per target, default 60).
 fuzz:

@@ -93,7 +93,8 @@ pub struct Gateway {
     pepper: Arc<KeyPepper>,
     limiter: Arc<Limiter>,
     metrics: Arc<GatewayMetrics>,
-    usage: UsageSink,
+    /// `None` when usage events are switched off (`TOLLGATE_USAGE_DISABLED`).
+    usage: Option<UsageSink>,
     failed_auth: FailedAuthRate,
     settings: GatewaySettings,
     next_upstream: AtomicUsize,
@@ -102,13 +103,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway reading `snapshot`, verifying keys under `pepper`, limiting with `limiter`
-    /// and handing usage events to `usage`.
+    /// and handing usage events to `usage` (none: no events are built).
     pub fn new(
         snapshot: Arc<SnapshotHandle>,
         pepper: Arc<KeyPepper>,
         limiter: Arc<Limiter>,
         metrics: Arc<GatewayMetrics>,
-        usage: UsageSink,
+        usage: Option<UsageSink>,
         settings: GatewaySettings,
     ) -> Self {
         Self {
@@ -710,9 +711,9 @@ impl ProxyHttp for Gateway {
         if let Some(upstream) = ctx.upstream_elapsed {
             self.metrics.observe_upstream(upstream.as_secs_f64());
         }
-        if !ctx.reached_auth {
+        let Some(usage) = self.usage.as_ref().filter(|_| ctx.reached_auth) else {
             return;
-        }
+        };
         let response_head = session.response_written().map_or(0, |r| {
             r.headers
                 .iter()
@@ -720,7 +721,7 @@ impl ProxyHttp for Gateway {
         });
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         // Never blocks: a full queue goes to the spool, and a drop is counted there.
-        let _ = self.usage.submit(UsageEvent {
+        let _ = usage.submit(UsageEvent {
             id: EventId::from_uuid(ctx.request_id),
             source: self.settings.instance.clone(),
             time: ctx.arrived,

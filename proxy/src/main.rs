@@ -81,13 +81,14 @@ struct Cli {
     /// This instance's name in usage events; defaults to the host name.
     #[arg(long, env = "TOLLGATE_PROXY_INSTANCE")]
     instance: Option<String>,
-    /// Kafka bootstrap servers usage events are produced to.
-    #[arg(
-        long,
-        env = "TOLLGATE_KAFKA_BROKERS",
-        required_unless_present = "hash_key"
-    )]
+    /// Kafka bootstrap servers usage events are produced to (required unless usage events
+    /// are disabled).
+    #[arg(long, env = "TOLLGATE_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
+    /// Produce no usage events at all (no Kafka, no spool): for benchmarks and deployments
+    /// that do not meter. Nothing is billed for requests served this way.
+    #[arg(long, env = "TOLLGATE_USAGE_DISABLED")]
+    usage_disabled: bool,
     /// Topic of usage events.
     #[arg(long, env = "TOLLGATE_USAGE_TOPIC", default_value = "usage-events")]
     usage_topic: String,
@@ -145,16 +146,26 @@ fn main() -> anyhow::Result<()> {
     if let Some(url) = &cli.redis_url {
         redis::Client::open(url.as_str()).context("TOLLGATE_REDIS_URL is not a valid Redis URL")?;
     }
-    let usage_config = UsageConfig {
-        topic: cli.usage_topic.clone(),
-        spool_max_bytes: cli.usage_spool_max_bytes,
-        compression: cli.usage_compression.clone(),
-        ..UsageConfig::new(
-            cli.kafka_brokers.clone().unwrap_or_default(),
-            cli.usage_spool_dir.clone(),
-        )
+    let usage_config = match (cli.usage_disabled, &cli.kafka_brokers) {
+        (true, Some(_)) => anyhow::bail!(
+            "TOLLGATE_KAFKA_BROKERS is set but TOLLGATE_USAGE_DISABLED switches usage events off: \
+             unset one of them"
+        ),
+        (true, None) => None,
+        (false, None) => anyhow::bail!(
+            "set TOLLGATE_KAFKA_BROKERS, or TOLLGATE_USAGE_DISABLED=true to run without usage events"
+        ),
+        (false, Some(brokers)) => {
+            let config = UsageConfig {
+                topic: cli.usage_topic.clone(),
+                spool_max_bytes: cli.usage_spool_max_bytes,
+                compression: cli.usage_compression.clone(),
+                ..UsageConfig::new(brokers.clone(), cli.usage_spool_dir.clone())
+            };
+            config.validate()?;
+            Some(config)
+        }
     };
-    usage_config.validate()?;
     if cli.check_config {
         eprintln!("configuration is valid");
         return Ok(());
@@ -196,14 +207,21 @@ fn main() -> anyhow::Result<()> {
         async move { run_sync(limiter, sync, shutdown).await }
     })?;
 
-    let usage = UsagePipeline::start(usage_config, UsageMetrics::default())
+    let usage = usage_config
+        .map(|config| UsagePipeline::start(config, UsageMetrics::default()))
+        .transpose()
         .context("starting the usage-event pipeline")?;
+    if usage.is_none() {
+        tracing::warn!("Usage events are disabled: requests are not metered.");
+    }
 
     let metrics = Arc::new(GatewayMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     limiter.metrics().register(&mut registry);
-    usage.metrics().register(&mut registry);
+    if let Some(usage) = &usage {
+        usage.metrics().register(&mut registry);
+    }
     let draining = Arc::new(Draining::default());
     let instance = cli
         .instance
@@ -226,7 +244,7 @@ fn main() -> anyhow::Result<()> {
         Arc::new(pepper),
         limiter,
         metrics.clone(),
-        usage.sink(),
+        usage.as_ref().map(UsagePipeline::sink),
         GatewaySettings {
             max_header_bytes: usize::try_from(cli.max_header_bytes).unwrap_or(usize::MAX),
             flood_threshold: cli.flood_threshold,
@@ -248,7 +266,9 @@ fn main() -> anyhow::Result<()> {
 
     // In-flight requests are done: deliver (or spool) their usage events, then stop the
     // background services, which flush what they hold.
-    usage.shutdown(Duration::from_secs(cli.usage_flush_seconds));
+    if let Some(usage) = usage {
+        usage.shutdown(Duration::from_secs(cli.usage_flush_seconds));
+    }
     let _ = stop_background.send(true);
     for thread in [limiter_thread, loader_thread] {
         let _ = thread.join();

@@ -111,6 +111,24 @@ async fn every_request_that_reached_auth_yields_exactly_one_event_with_its_outco
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_usage_disabled_the_proxy_serves_without_a_broker_and_builds_no_events() {
+    let upstream = echo_upstream().await;
+    let f = fixture(upstream).await;
+    let proxy = start_proxy_with(&f, &[("TOLLGATE_USAGE_DISABLED", "true".into())]).await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let valid = format!("x-api-key: {}\r\n", f.key.expose());
+    for _ in 0..3 {
+        assert_eq!(send(&mut conn, &get("/api/x", &valid)).await.0, 200);
+    }
+    let mut admin = TcpStream::connect(proxy.admin).await.unwrap();
+    let (status, _, metrics) =
+        send(&mut admin, "GET /metrics HTTP/1.1\r\nhost: admin\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("gateway_requests"), "{metrics}");
+    assert!(!metrics.contains("usage_events_produced"), "{metrics}");
+}
+
 async fn read_events(consumer: StreamConsumer, topic: &str, count: usize) -> Vec<UsageEvent> {
     use rdkafka::Message;
     use rdkafka::consumer::Consumer;

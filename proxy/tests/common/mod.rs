@@ -105,7 +105,8 @@ pub async fn start_proxy(f: &Fixture) -> Proxy {
 }
 
 /// Starts the proxy with extra environment variables.
-/// A spool directory of its own unless `env` sets `TOLLGATE_USAGE_SPOOL_DIR`.
+/// A spool directory of its own unless `env` sets `TOLLGATE_USAGE_SPOOL_DIR`; no broker when
+/// `env` sets `TOLLGATE_USAGE_DISABLED`.
 pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
     let (port, admin_port) = (free_port(), free_port());
     let spool = std::env::temp_dir().join(unique_name("tgspool"));
@@ -114,10 +115,16 @@ pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
     if !env.iter().any(|(k, _)| *k == "TOLLGATE_PROXY_CONFIG_FILE") {
         command.env("TOLLGATE_DATABASE_URL", f.db.url());
     }
+    // Usage events go to the fixture's topic unless the test switches them off.
+    if env.iter().any(|(k, _)| *k == "TOLLGATE_USAGE_DISABLED") {
+        command.env_remove("TOLLGATE_KAFKA_BROKERS");
+    } else {
+        command
+            .env("TOLLGATE_KAFKA_BROKERS", f.topic.brokers())
+            .env("TOLLGATE_USAGE_TOPIC", f.topic.name())
+            .env("TOLLGATE_USAGE_SPOOL_DIR", &spool);
+    }
     let child = command
-        .env("TOLLGATE_KAFKA_BROKERS", f.topic.brokers())
-        .env("TOLLGATE_USAGE_TOPIC", f.topic.name())
-        .env("TOLLGATE_USAGE_SPOOL_DIR", &spool)
         .env("TOLLGATE_KEY_PEPPER", PEPPER_HEX)
         .env("TOLLGATE_PROXY_LISTEN", format!("127.0.0.1:{port}"))
         .env(
