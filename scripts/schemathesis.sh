@@ -93,6 +93,8 @@ log "running against $base (max ${SCHEMATHESIS_MAX_EXAMPLES:-30} examples per op
 # The login and refresh endpoints are driven too, with the admin's token still attached;
 # their throttling answers 429 as documented.
 status=0
+# From the work directory: schemathesis keeps its example database in the current one.
+cd "$WORK"
 "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$base/api/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
