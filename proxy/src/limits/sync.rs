@@ -180,7 +180,7 @@ pub async fn run_sync(
         };
         let started = Instant::now();
         round = round.wrapping_add(1);
-        let refresh_idle = round % REFRESH_IDLE_EVERY == 0;
+        let refresh_idle = round.is_multiple_of(REFRESH_IDLE_EVERY);
         match tokio::time::timeout(
             settings.timeout,
             flush(
