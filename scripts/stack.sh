@@ -114,7 +114,10 @@ EOF
   fi
   ensure_port_free_or_ours "$PG_PORT" pg "$data/postmaster.pid"
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  # The port on the command line: it wins over the one initdb time wrote into the config, so a
+  # changed TOLLGATE_PG_PORT takes effect.
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-p $PG_PORT" start >/dev/null
   PGPASSWORD=$(cat "$STATE_DIR/pg-password") "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U tollgate \
     -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'tollgate'" | grep -q 1 ||
     PGPASSWORD=$(cat "$STATE_DIR/pg-password") "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U tollgate tollgate
