@@ -17,6 +17,7 @@ WORK="$TARGET_DIR/schemathesis"
 
 log() { printf '[schemathesis] %s\n' "$*" >&2; }
 die() { printf '[schemathesis] error: %s\n' "$*" >&2; exit 1; }
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 
 [ -f "$ROOT/.tollgate/stack.env" ] || die "no .tollgate/stack.env: run 'make services' first"
 # shellcheck disable=SC1091
@@ -53,7 +54,8 @@ password=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_ADMIN_EMAIL=$email "$bin" crea
 mkdir -p "$WORK"
 # Path identifiers pinned to the seeded tenant and plan, so operations reach their logic
 # instead of answering 404 to random ids.
-psql_db() { /usr/lib/postgresql/15/bin/psql "$db_url" -tAc "$1"; }
+# Quiet: only the rows, no command tag (a pipe to `head` could kill psql with SIGPIPE).
+psql_db() { /usr/lib/postgresql/15/bin/psql "$db_url" -qtAc "$1"; }
 tenant_id=$(psql_db "SELECT id FROM tenants ORDER BY created_at LIMIT 1")
 # A finalized invoice with a line, for the invoice and document endpoints.
 invoice_id=$(psql_db "WITH i AS (INSERT INTO invoices (id, tenant_id, period_start, period_end,
@@ -62,7 +64,7 @@ invoice_id=$(psql_db "WITH i AS (INSERT INTO invoices (id, tenant_id, period_sta
     1234, 1234, now()) RETURNING id)
   INSERT INTO invoice_lines (id, invoice_id, position, kind, description, quantity, unit_price,
     amount_minor) SELECT gen_random_uuid(), id, 0, 'base_fee', 'Base fee', 1, 12.34, 1234 FROM i
-  RETURNING invoice_id" | head -n1)
+  RETURNING invoice_id")
 cat >"$WORK/schemathesis.toml" <<EOF
 [parameters]
 "path.tenant_id" = "$tenant_id"
