@@ -53,12 +53,21 @@ pub async fn echo_upstream() -> SocketAddr {
     addr
 }
 
+/// A port for a proxy to listen on, from 20000–29999: below the kernel's ephemeral range
+/// (32768–60999 by default), so no outgoing connection (to PostgreSQL, Redis, the broker, an
+/// upstream) can take it as its local port between this check and the proxy's bind, which
+/// with a port from `bind(0)` left a proxy ready on its admin port but not listening on its
+/// traffic port. Each test process walks the range from its own offset.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let offset = std::process::id() % 10_000;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(20_000 + (offset + n) % 10_000).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Proxy {
