@@ -1,0 +1,572 @@
+"""The Helm chart's checks (run by scripts/chart-checks.sh with the chart tools' venv).
+
+Each check is one test in `make test`'s summary: lint, strict schema validation of every
+render against the oldest and the newest Kubernetes the validator ships, CRD objects against
+their CRDs' schemas, golden renders, the plain manifests in deploy/k8s, toggles, refusals of
+bad values, promtool on the alert rules, the dashboards, the adapter rules against the HPA,
+and (given a file of scraped names) every metric name the monitoring uses against what the
+binaries export. Prints `test result: … N passed; M failed` like cargo, so run-tests.sh counts it.
+
+  chart_checks.py [--update] [--exported FILE] [--only SUBSTRING]
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy/helm/tollgate"
+CI = CHART / "ci"
+GOLDEN = CI / "golden"
+K8S = ROOT / "deploy/k8s"
+CRD_SCHEMAS = ROOT / "deploy/helm/crd-schemas"
+BIN = Path(os.environ["CHART_TOOLS_BIN"])
+PROMTOOL = ROOT / "scripts/promtool.sh"
+RELEASE = "tollgate"
+# The oldest Kubernetes the chart supports and the newest the validator ships.
+KUBE_VERSIONS = ["1.25.0", "1.37.0"]
+GOLDEN_KUBE = "1.37.0"
+# deploy/k8s is rendered for clusters from this version on (PDBs' unhealthyPodEvictionPolicy).
+K8S_KUBE = "1.30.0"
+CRD_KINDS = {
+    "ServiceMonitor": "servicemonitor-monitoring-v1.json",
+    "PrometheusRule": "prometheusrule-monitoring-v1.json",
+    "Issuer": "issuer-certmanager-v1.json",
+    "ClusterIssuer": "clusterissuer-certmanager-v1.json",
+}
+VALUES_FILES = ["default", "production", "minimal"]
+
+# Metric names the monitoring uses that no Tollgate binary exports: they come from
+# kube-state-metrics (the CronJobs' jobs) or Prometheus itself.
+EXTERNAL_METRICS = {
+    "kube_job_failed",
+    "kube_cronjob_status_last_successful_time",
+}
+# Exported by work landing in parallel (not in the binaries this branch builds). The lead
+# removes each name here as its branch merges; the check then holds it to the scrape.
+PENDING_METRICS = {
+    "metering_assigned_partitions",  # i11, metering
+    "billing_invoices",  # i14, control API
+    "billing_invoiced_amount_minor",  # i14
+    "billing_mrr_minor",  # i14
+    "billing_invoice_steps_failed",  # i14
+}
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def run(cmd, *, stdin=None, check=True):
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        out = (proc.stdout + proc.stderr)[-3000:]
+        raise CheckFailed(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{out}")
+    return proc
+
+
+def helm_template(values_files=(), sets=(), kube=GOLDEN_KUBE, check=True, show_only=None):
+    cmd = [BIN / "helm", "template", RELEASE, CHART, "--namespace", "saas-platform", "--kube-version", kube]
+    for f in values_files:
+        cmd += ["-f", f]
+    for s in sets:
+        cmd += ["--set", s]
+    return run(cmd, check=check)
+
+
+def docs_of(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render_docs(values_files=(), sets=(), kube=GOLDEN_KUBE):
+    return docs_of(helm_template(values_files, sets, kube).stdout)
+
+
+def ci_file(name):
+    return CI / f"{name}-values.yaml"
+
+
+def kinds_names(docs):
+    return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+
+def pod_specs(docs):
+    for d in docs:
+        kind = d["kind"]
+        if kind == "Pod":
+            yield d["metadata"]["name"], d["spec"]
+        elif kind in ("Deployment", "StatefulSet", "Job"):
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif kind == "CronJob":
+            yield d["metadata"]["name"], d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+# --- checks -----------------------------------------------------------------------------
+
+def check_lint(name):
+    run([BIN / "helm", "lint", "--strict", CHART, "-f", ci_file(name)])
+
+
+def check_validate(name, kube):
+    text = helm_template([ci_file(name)], kube=kube).stdout
+    docs = docs_of(text)
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    crds = [d for d in docs if d["kind"] in CRD_KINDS]
+    with tempfile.TemporaryDirectory() as tmp:
+        core_file = Path(tmp) / "core.yaml"
+        core_file.write_text(yaml.safe_dump_all(core, sort_keys=False))
+        proc = run([BIN / "kubernetes-validate", "--strict", "-k", kube, core_file], check=False)
+        output = proc.stdout + proc.stderr
+        if proc.returncode != 0 or re.search(r"(?i)could(n't| not) find schema|WARN|ERROR", output):
+            raise CheckFailed(f"kubernetes-validate {kube}:\n{output}")
+        for i, d in enumerate(crds):
+            f = Path(tmp) / f"crd-{i}.json"
+            f.write_text(json.dumps(d))
+            run([BIN / "check-jsonschema", "--schemafile", CRD_SCHEMAS / CRD_KINDS[d["kind"]], f])
+    if name != "minimal" and not crds:
+        raise CheckFailed("no ServiceMonitor/PrometheusRule/issuer rendered to check")
+
+
+def check_golden(name, update):
+    text = helm_template([ci_file(name)]).stdout
+    golden = GOLDEN / f"{name}.yaml"
+    if update:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+        return
+    if not golden.exists() or golden.read_text() != text:
+        diff = run(["diff", "-u", golden, "-"], stdin=text, check=False).stdout
+        raise CheckFailed(f"{golden.relative_to(ROOT)} differs from a fresh render "
+                          f"(scripts/chart-checks.sh --update rewrites it):\n{diff[:4000]}")
+
+
+def split_plain_manifests(text):
+    """deploy/k8s: what must exist before the workloads (namespace, migrations), the release
+    itself, and the test pod, as three files applied in order."""
+    pre, main, tests = [], [], []
+    for raw in re.split(r"(?m)^---\s*$", text):
+        doc = yaml.safe_load(raw)
+        if not doc:
+            continue
+        hook = (doc["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+        target = tests if hook == "test" else pre if hook else main
+        target.append(raw.strip("\n") + "\n")
+    header = "# Rendered from deploy/helm/tollgate with deploy/k8s/values.yaml by scripts/chart-checks.sh --update; do not edit.\n"
+    join = lambda parts: header + "".join(f"---\n{p}" for p in parts)
+    return {
+        "00-namespace-and-migrations.yaml": join(pre),
+        "10-tollgate.yaml": join(main),
+        "90-helm-test.yaml": join(tests),
+    }
+
+
+def check_plain_manifests(update):
+    text = helm_template([K8S / "values.yaml"], kube=K8S_KUBE).stdout
+    files = split_plain_manifests(text)
+    for fname, content in files.items():
+        path = K8S / fname
+        if update:
+            path.write_text(content)
+        elif not path.exists() or path.read_text() != content:
+            diff = run(["diff", "-u", path, "-"], stdin=content, check=False).stdout
+            raise CheckFailed(f"deploy/k8s/{fname} differs from a fresh render (--update rewrites it):\n{diff[:4000]}")
+    stale = {p.name for p in K8S.glob("*.yaml")} - set(files) - {"values.yaml"}
+    if stale:
+        raise CheckFailed(f"deploy/k8s has files the render does not produce: {sorted(stale)}")
+
+
+# A toggle, the values that switch it off, and the objects that must then be absent (and
+# present with the defaults).
+TOGGLES = {
+    "namespace.create": (["namespace.create=false"], [("Namespace", "saas-platform")]),
+    "gateway.enabled": (["gateway.enabled=false"], [("StatefulSet", "gateway"), ("HorizontalPodAutoscaler", "gateway"), ("ConfigMap", "gateway-config"), ("Service", "gateway"), ("ServiceAccount", "gateway-sa"), ("NetworkPolicy", "gateway"), ("Ingress", "gateway"), ("PodDisruptionBudget", "gateway"), ("ServiceMonitor", "gateway")]),
+    "gateway.hpa.enabled": (["gateway.hpa.enabled=false"], [("HorizontalPodAutoscaler", "gateway")]),
+    "gateway.pdb.enabled": (["gateway.pdb.enabled=false"], [("PodDisruptionBudget", "gateway")]),
+    "usageAggregator.enabled": (["usageAggregator.enabled=false"], [("Deployment", "usage-aggregator"), ("ServiceAccount", "usage-aggregator-sa"), ("NetworkPolicy", "usage-aggregator"), ("PodDisruptionBudget", "usage-aggregator")]),
+    "usageAggregator.pdb.enabled": (["usageAggregator.pdb.enabled=false"], [("PodDisruptionBudget", "usage-aggregator")]),
+    "billing.enabled": (["billing.enabled=false"], [("CronJob", "billing-hourly"), ("CronJob", "billing-monthly"), ("ServiceAccount", "billing-engine-sa"), ("NetworkPolicy", "billing-engine")]),
+    "dashboardApi.enabled": (["dashboardApi.enabled=false"], [("Deployment", "dashboard-api"), ("HorizontalPodAutoscaler", "dashboard-api"), ("ServiceAccount", "dashboard-api-sa"), ("Ingress", "dashboard-api")]),
+    "dashboardApi.hpa.enabled": (["dashboardApi.hpa.enabled=false"], [("HorizontalPodAutoscaler", "dashboard-api")]),
+    "dashboardApi.pdb.enabled": (["dashboardApi.pdb.enabled=false"], [("PodDisruptionBudget", "dashboard-api")]),
+    "migrations.enabled": (["migrations.enabled=false"], [("Job", "tollgate-migrate"), ("ServiceAccount", "migrations-sa"), ("NetworkPolicy", "migrations")]),
+    "rbac.create": (["rbac.create=false"], [("Role", "gateway"), ("RoleBinding", "gateway"), ("Role", "dashboard-api")]),
+    "networkPolicy.enabled": (["networkPolicy.enabled=false"], [("NetworkPolicy", "default-deny"), ("NetworkPolicy", "gateway")]),
+    "resourceQuota.enabled": (["resourceQuota.enabled=false"], [("ResourceQuota", "tollgate")]),
+    "ingress.enabled": (["ingress.enabled=false"], [("Ingress", "gateway"), ("Ingress", "dashboard-api"), ("Ingress", "tollgate-monitoring"), ("ClusterIssuer", "letsencrypt-prod"), ("ConfigMap", "ingress-security-headers")]),
+    "ingress.monitoring.enabled": (["ingress.monitoring.enabled=false"], [("Ingress", "tollgate-monitoring")]),
+    "ingress.certManager.createIssuer": (["ingress.certManager.createIssuer=false"], [("ClusterIssuer", "letsencrypt-prod")]),
+    "monitoring.serviceMonitors.enabled": (["monitoring.serviceMonitors.enabled=false"], [("ServiceMonitor", "gateway"), ("ServiceMonitor", "usage-aggregator"), ("ServiceMonitor", "dashboard-api")]),
+    "monitoring.prometheusRules.enabled": (["monitoring.prometheusRules.enabled=false"], [("PrometheusRule", "tollgate")]),
+    "monitoring.grafanaDashboards.enabled": (["monitoring.grafanaDashboards.enabled=false"], [("ConfigMap", "grafana-dashboard-gateway-performance"), ("ConfigMap", "grafana-dashboard-billing-revenue")]),
+    "monitoring.prometheusAdapter.enabled": (["monitoring.prometheusAdapter.enabled=false"], [("ConfigMap", "tollgate-prometheus-adapter-rules")]),
+    "tests.enabled": (["tests.enabled=false"], [("Pod", "tollgate-test-health"), ("NetworkPolicy", "tests")]),
+}
+
+
+def check_toggle(name, default_objects):
+    sets, objects = TOGGLES[name]
+    missing = [o for o in objects if o not in default_objects]
+    if missing:
+        raise CheckFailed(f"{name} on (default) does not render {missing}")
+    off = kinds_names(render_docs([ci_file("default")], sets))
+    still = [o for o in objects if o in off]
+    if still:
+        raise CheckFailed(f"{name} off still renders {still}")
+
+
+def check_refused(sets, message, values_files=None):
+    proc = helm_template(values_files or [ci_file("default")], sets, check=False)
+    if proc.returncode == 0:
+        raise CheckFailed(f"--set {sets} rendered; expected a failure saying {message!r}")
+    if message not in proc.stderr:
+        raise CheckFailed(f"--set {sets} failed without {message!r}:\n{proc.stderr}")
+
+
+REFUSALS = {
+    "unknown top-level key": (["bogus=1"], "additional properties 'bogus' not allowed"),
+    "unknown key in gateway": (["gateway.bogus=1"], "additional properties 'bogus' not allowed"),
+    "unknown key three levels down": (["gateway.usage.spool.bogus=1"], "additional properties 'bogus' not allowed"),
+    "unknown key in a secret reference": (["secrets.database.password=hunter2"], "additional properties 'password' not allowed"),
+    "missing database secret": (["secrets.database.existingSecret="], "secrets.database.existingSecret is required"),
+    "missing redis secret": (["secrets.redis.existingSecret="], "secrets.redis.existingSecret is required"),
+    "missing key pepper secret": (["secrets.keyPepper.existingSecret="], "secrets.keyPepper.existingSecret is required"),
+    "missing JWT secret": (["secrets.jwtSecret.existingSecret="], "secrets.jwtSecret.existingSecret is required"),
+    "missing billing secret": (["secrets.billing.existingSecret="], "secrets.billing.existingSecret is required"),
+    "missing monitoring basic-auth secret": (["secrets.monitoringBasicAuth.existingSecret="], "secrets.monitoringBasicAuth.existingSecret is required"),
+    "missing ACME email": (["ingress.certManager.acmeEmail="], "ingress.certManager.acmeEmail is required"),
+    "termination grace not above the drain": (["gateway.terminationGracePeriodSeconds=25"], "must exceed gateway.graceSeconds + gateway.usage.flushSeconds"),
+    "limiter replicas outside the HPA bounds": (["gateway.limiterReplicas=21"], "must lie within gateway.hpa.minReplicas..maxReplicas"),
+    "spool volume not larger than the spool cap": (["gateway.usage.spool.size=1Gi"], "must be larger than gateway.usage.spool.maxBytes"),
+    "bad compression": (["gateway.usage.compression=brotli"], "gateway/usage/compression"),
+}
+
+
+def check_no_secret_objects_and_hardened_pods():
+    problems = []
+    for name in VALUES_FILES:
+        docs = render_docs([ci_file(name)])
+        for d in docs:
+            if d["kind"] == "Secret":
+                problems.append(f"{name}: the chart renders Secret {d['metadata']['name']}")
+        for pod, spec in pod_specs(docs):
+            psc = spec.get("securityContext", {})
+            if psc.get("runAsNonRoot") is not True or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{name}/{pod}: pod securityContext not non-root with RuntimeDefault seccomp")
+            if spec.get("automountServiceAccountToken") is not False:
+                problems.append(f"{name}/{pod}: service-account token mounted")
+            for c in spec.get("initContainers", []) + spec["containers"]:
+                sc = c.get("securityContext", {})
+                if not (sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+                        and sc.get("capabilities", {}).get("drop") == ["ALL"] and sc.get("runAsNonRoot") is True):
+                    problems.append(f"{name}/{pod}/{c['name']}: container not hardened")
+                res = c.get("resources", {})
+                if not (res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory")
+                        and res.get("limits", {}).get("cpu") and res.get("limits", {}).get("memory")):
+                    problems.append(f"{name}/{pod}/{c['name']}: requests and limits incomplete (the ResourceQuota needs them)")
+    if problems:
+        raise CheckFailed("\n".join(problems))
+
+
+def check_gateway_spool_and_grace():
+    docs = render_docs([ci_file("default")])
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "gateway")
+    spec = sts["spec"]
+    claims = [c["metadata"]["name"] for c in spec.get("volumeClaimTemplates", [])]
+    if claims != ["usage-spool"]:
+        raise CheckFailed(f"gateway volumeClaimTemplates {claims}, expected [usage-spool]")
+    policy = spec.get("persistentVolumeClaimRetentionPolicy", {})
+    if policy != {"whenDeleted": "Retain", "whenScaled": "Retain"}:
+        raise CheckFailed(f"spool claims must be retained when scaled down or deleted: {policy}")
+    pod = spec["template"]["spec"]
+    if any(v["name"] == "usage-spool" for v in pod.get("volumes", [])):
+        raise CheckFailed("usage-spool must come from the claim template, not a pod volume")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gateway-config")["data"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "usage-spool")["mountPath"]
+    if not config["TOLLGATE_USAGE_SPOOL_DIR"].startswith(mount + "/"):
+        raise CheckFailed(f"spool dir {config['TOLLGATE_USAGE_SPOOL_DIR']} is not on the claim mounted at {mount}")
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"] == "gateway")["spec"]
+    replicas = int(config["TOLLGATE_PROXY_REPLICAS"])
+    if not hpa["minReplicas"] <= replicas <= hpa["maxReplicas"]:
+        raise CheckFailed(f"TOLLGATE_PROXY_REPLICAS {replicas} outside {hpa['minReplicas']}..{hpa['maxReplicas']}")
+    grace = int(config["TOLLGATE_PROXY_GRACE_SECONDS"]) + int(config["TOLLGATE_USAGE_FLUSH_SECONDS"])
+    if pod["terminationGracePeriodSeconds"] <= grace:
+        raise CheckFailed("terminationGracePeriodSeconds not above drain + flush")
+    expected = {
+        "minReplicas": 3, "maxReplicas": 20,
+        "scaleUp": [{"type": "Percent", "value": 100, "periodSeconds": 30}, {"type": "Pods", "value": 4, "periodSeconds": 30}],
+        "scaleDown": [{"type": "Percent", "value": 50, "periodSeconds": 60}, {"type": "Pods", "value": 2, "periodSeconds": 60}],
+    }
+    got = {"minReplicas": hpa["minReplicas"], "maxReplicas": hpa["maxReplicas"],
+           "scaleUp": hpa["behavior"]["scaleUp"]["policies"], "scaleDown": hpa["behavior"]["scaleDown"]["policies"]}
+    if got != expected or hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] != 300:
+        raise CheckFailed(f"gateway HPA differs from the guide: {got}")
+
+
+def quantity(q):
+    q = str(q)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for u, f in units.items():
+        if q.endswith(u):
+            return float(q[: -len(u)]) * f
+    return float(q)
+
+
+def check_quota_fits_maxima():
+    """The ResourceQuota admits every workload at its HPA maximum plus one surge pod each,
+    both CronJobs and the hooks at once: a quota that blocks a scale-up is an outage."""
+    docs = render_docs([ci_file("default")])
+    quota = next(d for d in docs if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    need = {"requests.cpu": 0.0, "requests.memory": 0.0, "limits.cpu": 0.0, "limits.memory": 0.0, "pods": 0}
+    for name, spec in pod_specs(docs):
+        kind = next(d["kind"] for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Pod", "Deployment", "StatefulSet", "Job", "CronJob"))
+        count = hpas.get(name) or next((d["spec"].get("replicas", 1) for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Deployment", "StatefulSet")), 1)
+        if kind in ("Deployment", "StatefulSet"):
+            count += 1
+        # Init containers run before the main ones: a pod is charged the larger of the two.
+        for field in ("requests", "limits"):
+            for res in ("cpu", "memory"):
+                main = sum(quantity(c["resources"][field][res]) for c in spec["containers"])
+                init = max([quantity(c["resources"][field][res]) for c in spec.get("initContainers", [])] or [0])
+                need[f"{field}.{res}"] += count * max(main, init)
+        need["pods"] += count
+    short = {k: (v, quantity(quota[k])) for k, v in need.items() if v > quantity(quota[k])}
+    if short:
+        raise CheckFailed(f"ResourceQuota below the maxima (needed, quota): {short}")
+
+
+def prometheus_rule_groups(docs):
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    return {"groups": rule["spec"]["groups"]}
+
+
+def check_promtool_rules():
+    docs = render_docs([ci_file("default")])
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp) / "tollgate-alerts.yaml"
+        rules.write_text(yaml.safe_dump(prometheus_rule_groups(docs), sort_keys=False))
+        run([PROMTOOL, "check", "rules", rules])
+        tests = Path(tmp) / "alerts.test.yaml"
+        tests.write_text((CHART / "tests/alerts.test.yaml").read_text())
+        proc = run([PROMTOOL, "test", "rules", tests], check=False)
+        if proc.returncode != 0:
+            raise CheckFailed(proc.stdout + proc.stderr)
+
+
+def check_alert_tests_cover_every_alert():
+    docs = render_docs([ci_file("default")])
+    alerts = {r["alert"] for g in prometheus_rule_groups(docs)["groups"] for r in g["rules"] if "alert" in r}
+    tests = yaml.safe_load((CHART / "tests/alerts.test.yaml").read_text())
+    fired, silent = set(), set()
+    for t in tests["tests"]:
+        for case in t.get("alert_rule_test", []):
+            (fired if case.get("exp_alerts") else silent).add(case["alertname"])
+    problems = [f"{a}: no case that fires" for a in sorted(alerts - fired)]
+    problems += [f"{a}: no case that stays silent" for a in sorted(alerts - silent)]
+    if problems:
+        raise CheckFailed("\n".join(problems))
+
+
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$namespace": "saas-platform"}
+
+
+def dashboard_queries():
+    for path in sorted((CHART / "files/dashboards").glob("*.json")):
+        dash = json.loads(path.read_text())
+        for panel in dash["panels"]:
+            for target in panel.get("targets", []):
+                yield path.name, panel["title"], target["expr"]
+
+
+def check_dashboards():
+    problems = []
+    titles = set()
+    for path in sorted((CHART / "files/dashboards").glob("*.json")):
+        try:
+            dash = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            problems.append(f"{path.name}: not JSON: {e}")
+            continue
+        for key in ("uid", "title", "schemaVersion", "panels", "templating", "time"):
+            if key not in dash:
+                problems.append(f"{path.name}: no {key}")
+        titles.add(dash.get("title"))
+        ids = [p.get("id") for p in dash.get("panels", [])]
+        if len(ids) != len(set(ids)) or None in ids:
+            problems.append(f"{path.name}: panel ids missing or repeated")
+        variables = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+        for p in dash.get("panels", []):
+            if p.get("type") not in ("timeseries", "stat", "gauge", "table", "bargauge", "text"):
+                problems.append(f"{path.name}/{p.get('title')}: unknown panel type {p.get('type')}")
+            g = p.get("gridPos", {})
+            if not all(isinstance(g.get(k), int) for k in "xywh") or g["x"] + g["w"] > 24:
+                problems.append(f"{path.name}/{p.get('title')}: bad gridPos {g}")
+            if not p.get("targets"):
+                problems.append(f"{path.name}/{p.get('title')}: no query")
+            refs = [t.get("refId") for t in p.get("targets", [])]
+            if len(refs) != len(set(refs)) or None in refs:
+                problems.append(f"{path.name}/{p.get('title')}: refIds missing or repeated")
+            for t in p.get("targets", []):
+                for var in re.findall(r"\$\{?(\w+)", t.get("expr", "")):
+                    if var not in variables and not var.startswith("__"):
+                        problems.append(f"{path.name}/{p.get('title')}: undefined variable ${var}")
+    if titles != {"Tollgate / Gateway Performance", "Tollgate / Billing Revenue"}:
+        problems.append(f"dashboards {titles}")
+    # Each query parses: promtool checks it as a recording rule, Grafana's variables filled in.
+    rules = []
+    for i, (fname, title, expr) in enumerate(dashboard_queries()):
+        for var, value in GRAFANA_VARS.items():
+            expr = expr.replace(var, value)
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "dashboard-queries.yaml"
+        f.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+        proc = run([PROMTOOL, "check", "rules", f], check=False)
+        if proc.returncode != 0:
+            problems.append(proc.stdout + proc.stderr)
+    if problems:
+        raise CheckFailed("\n".join(problems))
+
+
+def adapter_rules():
+    return yaml.safe_load((CHART / "files/prometheus-adapter-rules.yaml").read_text())["rules"]
+
+
+def check_adapter_names_match_hpa():
+    produced = set()
+    for rule in adapter_rules():
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
+        produced.add(re.sub(rule["name"]["matches"], rule["name"]["as"], series))
+    docs = render_docs([ci_file("default")])
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"] == "gateway")
+    wanted = {m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    if wanted != {"gateway_request_duration_ms", "gateway_requests_per_second", "gateway_concurrent_requests"}:
+        raise CheckFailed(f"the HPA's custom metrics are {wanted}")
+    if produced != wanted:
+        raise CheckFailed(f"the adapter produces {sorted(produced)}, the HPA asks for {sorted(wanted)}")
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tollgate-prometheus-adapter-rules")
+    if yaml.safe_load(cm["data"]["config.yaml"])["rules"] != adapter_rules():
+        raise CheckFailed("the adapter ConfigMap does not carry files/prometheus-adapter-rules.yaml")
+
+
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+    "offset", "inf", "nan", "le", "atan2",
+}
+
+
+def promql_metric_names(expr):
+    """The metric names a PromQL expression selects: identifiers outside strings, label
+    matchers, ranges and grouping clauses that are not function calls or keywords."""
+    expr = re.sub(r'"(\\.|[^"\\])*"|\'(\\.|[^\'\\])*\'', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"<<\.\w+>>", "", expr)
+    names = set()
+    for m in re.finditer(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(\s*\()?", expr):
+        word, call = m.group(1), m.group(2)
+        if call or word in PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]", word):
+            continue
+        names.add(word)
+    return names
+
+
+def used_metric_names():
+    used = {}
+    docs = render_docs([ci_file("default")])
+    for g in prometheus_rule_groups(docs)["groups"]:
+        for r in g["rules"]:
+            for n in promql_metric_names(r["expr"]):
+                used.setdefault(n, set()).add(f"alert {r.get('alert', r.get('record'))}")
+    for fname, title, expr in dashboard_queries():
+        for n in promql_metric_names(expr):
+            used.setdefault(n, set()).add(f"dashboard {fname}: {title}")
+    for rule in adapter_rules():
+        for n in promql_metric_names(rule["seriesQuery"]):
+            used.setdefault(n, set()).add("prometheus-adapter rule")
+    return used
+
+
+def check_metric_names_exported(exported_file):
+    if not exported_file or not Path(exported_file).exists():
+        raise CheckFailed("no scraped metric names (scripts/chart-checks.sh scrapes the binaries first)")
+    exported = set(Path(exported_file).read_text().split())
+    used = used_metric_names()
+    unknown = {n: sorted(w) for n, w in used.items() if n not in exported and n not in EXTERNAL_METRICS and n not in PENDING_METRICS}
+    if unknown:
+        raise CheckFailed("used but exported by no binary:\n" + "\n".join(f"  {n}: {w}" for n, w in sorted(unknown.items())))
+    landed = sorted(PENDING_METRICS & exported)
+    if landed:
+        print(f"    note: pending names now exported (remove them from PENDING_METRICS): {landed}")
+    if not {"gateway_requests_total", "metering_consumer_lag", "usage_spool_bytes"} <= set(used):
+        raise CheckFailed("the name extraction found too little; it is broken")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--update", action="store_true", help="rewrite golden renders and deploy/k8s")
+    parser.add_argument("--exported", help="file of metric names scraped from the binaries")
+    parser.add_argument("--only", default="", help="run the checks whose name contains this")
+    args = parser.parse_args()
+
+    checks = []
+    for name in VALUES_FILES:
+        checks.append((f"helm lint --strict ({name})", lambda n=name: check_lint(n)))
+    for name in VALUES_FILES:
+        for kube in KUBE_VERSIONS:
+            checks.append((f"render {name} valid for Kubernetes {kube}", lambda n=name, k=kube: check_validate(n, k)))
+    for name in VALUES_FILES:
+        checks.append((f"golden render {name}", lambda n=name: check_golden(n, args.update)))
+    checks.append(("deploy/k8s matches a fresh render", lambda: check_plain_manifests(args.update)))
+    default_objects = {}
+
+    def toggle(name):
+        if not default_objects:
+            default_objects.update(dict.fromkeys(kinds_names(render_docs([ci_file("default")]))))
+        check_toggle(name, default_objects)
+
+    for name in TOGGLES:
+        checks.append((f"toggle {name}", lambda n=name: toggle(n)))
+    for what, (sets, message) in REFUSALS.items():
+        checks.append((f"refused: {what}", lambda s=sets, m=message: check_refused(s, m)))
+    checks += [
+        ("no Secret objects; pods non-root, read-only, no capabilities, RuntimeDefault", check_no_secret_objects_and_hardened_pods),
+        ("gateway: spool claim per pod, retained; replicas and grace consistent; HPA as the guide", check_gateway_spool_and_grace),
+        ("ResourceQuota admits every workload at its maximum", check_quota_fits_maxima),
+        ("promtool check rules and test rules", check_promtool_rules),
+        ("every alert has a firing and a silent test case", check_alert_tests_cover_every_alert),
+        ("dashboards are Grafana JSON whose queries parse", check_dashboards),
+        ("adapter output names equal the HPA's metric names", check_adapter_names_match_hpa),
+        ("every metric the monitoring uses is exported", lambda: check_metric_names_exported(args.exported)),
+    ]
+    if args.update:
+        checks = [c for c in checks if c[0].startswith(("golden", "deploy/k8s"))]
+    checks = [c for c in checks if args.only in c[0]]
+    passed = failed = 0
+    for name, fn in checks:
+        try:
+            fn()
+            passed += 1
+            print(f"chart check {name} ... ok", flush=True)
+        except CheckFailed as e:
+            failed += 1
+            print(f"chart check {name} ... FAILED\n{e}", flush=True)
+        except Exception:  # noqa: BLE001 - a crashing check is a failed check, and the rest still run
+            failed += 1
+            print(f"chart check {name} ... FAILED\n{traceback.format_exc()}", flush=True)
+    status = "ok" if failed == 0 else "FAILED"
+    print(f"test result: {status}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out (chart checks)")
+    sys.exit(0 if failed == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
