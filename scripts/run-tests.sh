@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test target of the workspace, then schemathesis against the live control API
-# (scripts/schemathesis.sh), and ends with one summary line over all of them (cargo prints
-# one "test result" per test binary, the last of which may be an empty one).
+# (scripts/schemathesis.sh) and the Helm chart's checks (scripts/chart-checks.sh), and ends
+# with one summary line over all of them (cargo prints one "test result" per test binary, the
+# last of which may be an empty one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -11,6 +12,12 @@ cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$l
 # The control API against its own OpenAPI document (one test in the summary).
 api_passed=0 api_failed=0
 if scripts/schemathesis.sh 2>&1 | tee -a "$log"; then api_passed=1; else api_failed=1; status=1; fi
+# The Helm chart, its manifests and monitoring: prints its own "test result" line; a run that
+# ends without one counts as one failure.
+chart_failed=0
+if ! scripts/chart-checks.sh 2>&1 | tee "$log.chart"; then status=1; grep -q '^test result:' "$log.chart" || chart_failed=1; fi
+cat "$log.chart" >>"$log" && rm -f "$log.chart"
+api_failed=$((api_failed + chart_failed))
 awk -v p="$api_passed" -v f="$api_failed" \
     '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
