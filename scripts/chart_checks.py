@@ -310,6 +310,22 @@ def check_gateway_spool_and_grace():
         raise CheckFailed(f"gateway HPA differs from the guide: {got}")
 
 
+def check_wait_for_toggle():
+    """The init containers that wait for PostgreSQL (and Redis, for the gateway) are there by
+    default, on every workload, and gone with waitFor.enabled=false."""
+    on = dict(pod_specs(render_docs([ci_file("default")])))
+    want = {"gateway": ["wait-for-postgresql", "wait-for-redis"], "usage-aggregator": ["wait-for-postgresql"],
+            "dashboard-api": ["wait-for-postgresql"], "billing-hourly": ["wait-for-postgresql"],
+            "billing-monthly": ["wait-for-postgresql"], "tollgate-migrate": ["wait-for-postgresql"]}
+    got = {name: [c["name"] for c in on[name].get("initContainers", [])] for name in want}
+    if got != want:
+        raise CheckFailed(f"init containers {got}, expected {want}")
+    off = dict(pod_specs(render_docs([ci_file("default")], ["waitFor.enabled=false"])))
+    left = [name for name, spec in off.items() if spec.get("initContainers")]
+    if left:
+        raise CheckFailed(f"waitFor.enabled=false still renders init containers in {left}")
+
+
 def quantity(q):
     q = str(q)
     units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -542,6 +558,7 @@ def main():
         ("no Secret objects; pods non-root, read-only, no capabilities, RuntimeDefault", check_no_secret_objects_and_hardened_pods),
         ("gateway: spool claim per pod, retained; replicas and grace consistent; HPA as the guide", check_gateway_spool_and_grace),
         ("ResourceQuota admits every workload at its maximum", check_quota_fits_maxima),
+        ("toggle waitFor.enabled (init containers waiting for PostgreSQL and Redis)", check_wait_for_toggle),
         ("promtool check rules and test rules", check_promtool_rules),
         ("every alert has a firing and a silent test case", check_alert_tests_cover_every_alert),
         ("dashboards are Grafana JSON whose queries parse", check_dashboards),

@@ -64,12 +64,12 @@ helm.sh/chart: {{ include "tollgate.chart" .root }}
 {{- end -}}
 
 {{- define "tollgate.imagePullSecrets" -}}
-{{- with .Values.image.pullSecrets }}
+{{- with .Values.image.pullSecrets -}}
 imagePullSecrets:
 {{- range . }}
   - name: {{ . }}
 {{- end }}
-{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/*
