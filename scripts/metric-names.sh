@@ -61,19 +61,30 @@ TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
   "$TARGET_DIR/debug/tollgate-control-api" serve >"$WORK/control-api.log" 2>&1 &
 pids+=($!)
 
-# The exposition of the first URL that answers within 60 s.
-scrape() {
-  local name=$1 deadline=$((SECONDS + 60)) url; shift
-  while [ $SECONDS -lt $deadline ]; do
-    for url in "$@"; do
-      if curl -fsS -m 2 "$url" -o "$WORK/$name.metrics" 2>/dev/null && grep -q '^# TYPE' "$WORK/$name.metrics"; then
-        log "$name: $(grep -c '^# TYPE' "$WORK/$name.metrics") metric families from $url"
-        return
-      fi
-    done
+wait_ok() {
+  local deadline=$((SECONDS + 60))
+  until curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "$1 did not answer 200 within 60 s; see $WORK/*.log"
     sleep 0.2
   done
-  die "$name exported no metrics at $*; see $WORK/$name.log"
+}
+# A labelled family shows in the exposition only once it has a child: give the common ones
+# one (a refused key, a served request) before scraping.
+wait_ok "http://$proxy_admin/ready"
+curl -s -m 5 -o /dev/null -H 'Authorization: Bearer tg_test_notakey_notasecret' "http://127.0.0.1:$BASE/" || true
+wait_ok "http://$metering_admin/health"
+wait_ok "http://$api/health"
+
+# The exposition of the first URL that answers 200 (a family without children is absent).
+scrape() {
+  local name=$1 url; shift
+  for url in "$@"; do
+    if curl -fsS -m 5 "$url" -o "$WORK/$name.metrics" 2>/dev/null; then
+      log "$name: $(grep -c '^# TYPE' "$WORK/$name.metrics" || true) metric families from $url"
+      return
+    fi
+  done
+  die "$name served no /metrics at $*; see $WORK/$name.log"
 }
 scrape proxy "http://$proxy_admin/metrics"
 scrape metering "http://$metering_admin/metrics"
