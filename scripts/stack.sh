@@ -31,9 +31,13 @@ DEMO_UPSTREAM_PORT=${TOLLGATE_DEMO_UPSTREAM_PORT:-58090}
 CONTROL_API_PORT=${TOLLGATE_CONTROL_API_PORT:-58083}
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
-TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+# The broker is tansu with our patches (scripts/tansu/*.patch, each explained in its header).
+# Their hash names the cached build, so a changed or added patch builds a new broker.
+TANSU_PATCHES=("$ROOT"/scripts/tansu/*.patch)
+TANSU_BUILD_ID="$TANSU_VERSION-tollgate-$(cat "${TANSU_PATCHES[@]}" | sha256sum | cut -c1-10)"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_BUILD_ID/bin/tansu"
 
-APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl)
+APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl patch)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -65,13 +69,48 @@ install_packages() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  if [ ! -x "$TANSU_BIN" ]; then
-    log "building tansu $TANSU_VERSION from crates.io into $CACHE_DIR (once; about 10 minutes on 2 cores)"
-    mkdir -p "$CACHE_DIR"
-    # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
-    (cd "$CACHE_DIR" && env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" \
-      --locked --features dynostore --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet)
-  fi
+  [ -x "$TANSU_BIN" ] || build_tansu
+}
+
+# Builds tansu $TANSU_VERSION from its crates.io sources with scripts/tansu/*.patch applied to
+# tansu-broker, into $TANSU_BIN. cargo fetches the published crates (a throwaway package that
+# depends on them); the broker's own Cargo.lock pins everything else. The build directory is
+# kept, so a changed patch rebuilds only the patched crate.
+build_tansu() {
+  log "building tansu $TANSU_VERSION with ${TANSU_PATCHES[*]##*/} into $CACHE_DIR (once; about 12 minutes on 2 cores)"
+  local work="$CACHE_DIR/tansu-build"
+  [ -n "$CACHE_DIR" ] && [ "$work" != /tansu-build ] || die "no cache directory for the broker build"
+  mkdir -p "$work/fetch/src"
+  printf '%s\n' '[package]' 'name = "tollgate-tansu-fetch"' 'version = "0.0.0"' 'edition = "2021"' \
+    'publish = false' '' '[dependencies]' \
+    "tansu = { version = \"=$TANSU_VERSION\", default-features = false }" \
+    "tansu-broker = { version = \"=$TANSU_VERSION\", default-features = false }" >"$work/fetch/Cargo.toml"
+  : >"$work/fetch/src/lib.rs"
+  local sources tansu_src broker_src patch
+  # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
+  sources=$(cd "$work/fetch" && env -u CARGO_TARGET_DIR cargo metadata --format-version 1 --quiet |
+    python3 -c 'import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] in ("tansu", "tansu-broker") and p["version"] == sys.argv[1]:
+        print(p["name"], os.path.dirname(p["manifest_path"]))' "$TANSU_VERSION")
+  tansu_src=$(awk '$1 == "tansu" { print $2 }' <<<"$sources")
+  broker_src=$(awk '$1 == "tansu-broker" { print $2 }' <<<"$sources")
+  [ -n "$tansu_src" ] && [ -f "$tansu_src/Cargo.toml" ] && [ -f "$broker_src/Cargo.toml" ] ||
+    die "cargo did not fetch tansu $TANSU_VERSION (got: $sources)"
+  rm -rf "$work/tansu-broker" "$work/tansu/src" "$work/tansu/Cargo.toml" "$work/tansu/Cargo.lock"
+  mkdir -p "$work/tansu"
+  cp -r "$broker_src" "$work/tansu-broker"
+  cp -r "$tansu_src/src" "$tansu_src/Cargo.toml" "$tansu_src/Cargo.lock" "$work/tansu/"
+  chmod -R u+w "$work/tansu" "$work/tansu-broker"
+  for patch in "${TANSU_PATCHES[@]}"; do
+    patch -p1 --forward --silent -d "$work/tansu-broker" <"$patch" ||
+      die "$patch does not apply to tansu-broker $TANSU_VERSION"
+  done
+  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker" }\n' >>"$work/tansu/Cargo.toml"
+  # Without --locked: cargo keeps every version of the shipped Cargo.lock and only records
+  # that tansu-broker now comes from the patched copy.
+  (cd "$work/tansu" && env -u CARGO_TARGET_DIR cargo build --release --features dynostore --quiet)
+  install -D -m 755 "$work/tansu/target/release/tansu" "$TANSU_BIN"
 }
 
 ensure_port_free_or_ours() {
@@ -178,13 +217,14 @@ write_stack_env() {
   redis_pw=$(cat "$STATE_DIR/redis-password")
   # Keep what `up` added (demo key, service URLs); replace the connection details.
   local kept=""
-  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR)=' "$STACK_ENV" || true)
+  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR|TANSU_BIN)=' "$STACK_ENV" || true)
   umask 077
   {
     echo "DATABASE_URL=postgres://tollgate:$pg_pw@127.0.0.1:$PG_PORT/tollgate"
     echo "REDIS_URL=redis://default:$redis_pw@127.0.0.1:$REDIS_PORT/0"
     echo "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     echo "STATE_DIR=$STATE_DIR"
+    echo "TANSU_BIN=$TANSU_BIN"
     [ -n "$kept" ] && echo "$kept"
   } >"$STACK_ENV.tmp"
   mv "$STACK_ENV.tmp" "$STACK_ENV"
