@@ -72,45 +72,40 @@ install_packages() {
   [ -x "$TANSU_BIN" ] || build_tansu
 }
 
-# Builds tansu $TANSU_VERSION from its crates.io sources with scripts/tansu/*.patch applied to
-# tansu-broker, into $TANSU_BIN. cargo fetches the published crates (a throwaway package that
-# depends on them); the broker's own Cargo.lock pins everything else. The build directory is
-# kept, so a changed patch rebuilds only the patched crate.
+# Builds tansu $TANSU_VERSION with scripts/tansu/*.patch applied to its tansu-broker crate,
+# into $TANSU_BIN: cargo fetches the published tansu-broker (a throwaway package depending on
+# it), the patches go onto a copy, and `cargo install --locked` builds the broker with that
+# copy in place of the published crate (a `patch.crates-io` entry given with --config; the
+# versions of everything else stay those of tansu's Cargo.lock). This is the only broker build.
 build_tansu() {
   log "building tansu $TANSU_VERSION with ${TANSU_PATCHES[*]##*/} into $CACHE_DIR (once; about 12 minutes on 2 cores)"
   local work="$CACHE_DIR/tansu-build"
-  [ -n "$CACHE_DIR" ] && [ "$work" != /tansu-build ] || die "no cache directory for the broker build"
+  [ -n "$CACHE_DIR" ] || die "no cache directory for the broker build"
   mkdir -p "$work/fetch/src"
   printf '%s\n' '[package]' 'name = "tollgate-tansu-fetch"' 'version = "0.0.0"' 'edition = "2021"' \
     'publish = false' '' '[dependencies]' \
-    "tansu = { version = \"=$TANSU_VERSION\", default-features = false }" \
     "tansu-broker = { version = \"=$TANSU_VERSION\", default-features = false }" >"$work/fetch/Cargo.toml"
   : >"$work/fetch/src/lib.rs"
-  local sources tansu_src broker_src patch
+  local broker_src patch
   # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
-  sources=$(cd "$work/fetch" && env -u CARGO_TARGET_DIR cargo metadata --format-version 1 --quiet |
+  broker_src=$(cd "$work/fetch" && env -u CARGO_TARGET_DIR cargo metadata --format-version 1 --quiet |
     python3 -c 'import json, os, sys
 for p in json.load(sys.stdin)["packages"]:
-    if p["name"] in ("tansu", "tansu-broker") and p["version"] == sys.argv[1]:
-        print(p["name"], os.path.dirname(p["manifest_path"]))' "$TANSU_VERSION")
-  tansu_src=$(awk '$1 == "tansu" { print $2 }' <<<"$sources")
-  broker_src=$(awk '$1 == "tansu-broker" { print $2 }' <<<"$sources")
-  [ -n "$tansu_src" ] && [ -f "$tansu_src/Cargo.toml" ] && [ -f "$broker_src/Cargo.toml" ] ||
-    die "cargo did not fetch tansu $TANSU_VERSION (got: $sources)"
-  rm -rf "$work/tansu-broker" "$work/tansu/src" "$work/tansu/Cargo.toml" "$work/tansu/Cargo.lock"
-  mkdir -p "$work/tansu"
+    if p["name"] == "tansu-broker" and p["version"] == sys.argv[1]:
+        print(os.path.dirname(p["manifest_path"]))' "$TANSU_VERSION")
+  [ -n "$broker_src" ] && [ -f "$broker_src/Cargo.toml" ] ||
+    die "cargo did not fetch tansu-broker $TANSU_VERSION"
+  rm -rf "$work/tansu-broker"
   cp -r "$broker_src" "$work/tansu-broker"
-  cp -r "$tansu_src/src" "$tansu_src/Cargo.toml" "$tansu_src/Cargo.lock" "$work/tansu/"
-  chmod -R u+w "$work/tansu" "$work/tansu-broker"
+  chmod -R u+w "$work/tansu-broker"
   for patch in "${TANSU_PATCHES[@]}"; do
     patch -p1 --forward --silent -d "$work/tansu-broker" <"$patch" ||
       die "$patch does not apply to tansu-broker $TANSU_VERSION"
   done
-  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker" }\n' >>"$work/tansu/Cargo.toml"
-  # Without --locked: cargo keeps every version of the shipped Cargo.lock and only records
-  # that tansu-broker now comes from the patched copy.
-  (cd "$work/tansu" && env -u CARGO_TARGET_DIR cargo build --release --features dynostore --quiet)
-  install -D -m 755 "$work/tansu/target/release/tansu" "$TANSU_BIN"
+  (cd "$work" && env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore --root "$CACHE_DIR/tansu-$TANSU_BUILD_ID" --target-dir "$work/target" --quiet \
+    --config "patch.crates-io.tansu-broker.path='$work/tansu-broker'")
+  [ -x "$TANSU_BIN" ] || die "the broker build left no $TANSU_BIN"
 }
 
 ensure_port_free_or_ours() {
