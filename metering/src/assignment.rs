@@ -51,8 +51,10 @@ impl PartitionAssignment {
 
     /// Records how many partitions the topic has.
     pub fn set_topic_partitions(&self, partitions: usize) {
-        self.topic_partitions
-            .store(i64::try_from(partitions).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.topic_partitions.store(
+            i64::try_from(partitions).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Partitions assigned now.

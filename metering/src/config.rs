@@ -334,7 +334,10 @@ mod tests {
         let mut pairs = REQUIRED.to_vec();
         pairs.push((ENV_UNASSIGNED_GRACE_MS, "soon"));
         let err = MeteringConfig::load(None, env(&pairs)).unwrap_err();
-        assert!(err.to_string().starts_with(ENV_UNASSIGNED_GRACE_MS), "{err}");
+        assert!(
+            err.to_string().starts_with(ENV_UNASSIGNED_GRACE_MS),
+            "{err}"
+        );
     }
 
     #[test]

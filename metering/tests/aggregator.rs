@@ -423,10 +423,14 @@ async fn a_consumer_left_without_partitions_is_not_ready_and_says_why() {
     let first = Running::start(config.clone(), Hooks::default());
     let second = Running::start(config, Hooks::default());
     let (h1, h2) = (first.health.clone(), second.health.clone());
-    eventually(Duration::from_secs(60), "the partition to be assigned", || {
-        let (h1, h2) = (h1.clone(), h2.clone());
-        async move { h1.assignment.assigned() + h2.assignment.assigned() == 1 }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the partition to be assigned",
+        || {
+            let (h1, h2) = (h1.clone(), h2.clone());
+            async move { h1.assignment.assigned() + h2.assignment.assigned() == 1 }
+        },
+    )
     .await;
     let (holder, idle, idle_metrics) = if h1.assignment.assigned() == 1 {
         (&h1, &h2, &second.metrics)
@@ -450,7 +454,10 @@ async fn a_consumer_left_without_partitions_is_not_ready_and_says_why() {
         rendered.contains("metering_assigned_partitions 0"),
         "{rendered}"
     );
-    assert!(rendered.contains("metering_topic_partitions 1"), "{rendered}");
+    assert!(
+        rendered.contains("metering_topic_partitions 1"),
+        "{rendered}"
+    );
     first.stop().await;
     second.stop().await;
 }
