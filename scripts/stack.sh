@@ -31,9 +31,13 @@ DEMO_UPSTREAM_PORT=${TOLLGATE_DEMO_UPSTREAM_PORT:-58090}
 CONTROL_API_PORT=${TOLLGATE_CONTROL_API_PORT:-58083}
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
-TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+# The broker is tansu with our patches (scripts/tansu/*.patch, each explained in its header).
+# Their hash names the cached build, so a changed or added patch builds a new broker.
+TANSU_PATCHES=("$ROOT"/scripts/tansu/*.patch)
+TANSU_BUILD_ID="$TANSU_VERSION-tollgate-$(cat "${TANSU_PATCHES[@]}" | sha256sum | cut -c1-10)"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_BUILD_ID/bin/tansu"
 
-APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl)
+APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl patch)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -65,13 +69,43 @@ install_packages() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  if [ ! -x "$TANSU_BIN" ]; then
-    log "building tansu $TANSU_VERSION from crates.io into $CACHE_DIR (once; about 10 minutes on 2 cores)"
-    mkdir -p "$CACHE_DIR"
-    # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
-    (cd "$CACHE_DIR" && env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" \
-      --locked --features dynostore --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet)
-  fi
+  [ -x "$TANSU_BIN" ] || build_tansu
+}
+
+# Builds tansu $TANSU_VERSION with scripts/tansu/*.patch applied to its tansu-broker crate,
+# into $TANSU_BIN: cargo fetches the published tansu-broker (a throwaway package depending on
+# it), the patches go onto a copy, and `cargo install --locked` builds the broker with that
+# copy in place of the published crate (a `patch.crates-io` entry given with --config; the
+# versions of everything else stay those of tansu's Cargo.lock). This is the only broker build.
+build_tansu() {
+  log "building tansu $TANSU_VERSION with ${TANSU_PATCHES[*]##*/} into $CACHE_DIR (once; about 12 minutes on 2 cores)"
+  local work="$CACHE_DIR/tansu-build"
+  [ -n "$CACHE_DIR" ] || die "no cache directory for the broker build"
+  mkdir -p "$work/fetch/src"
+  printf '%s\n' '[package]' 'name = "tollgate-tansu-fetch"' 'version = "0.0.0"' 'edition = "2021"' \
+    'publish = false' '' '[dependencies]' \
+    "tansu-broker = { version = \"=$TANSU_VERSION\", default-features = false }" >"$work/fetch/Cargo.toml"
+  : >"$work/fetch/src/lib.rs"
+  local broker_src patch
+  # Outside the checkout, so rust-toolchain.toml and CARGO_TARGET_DIR do not apply.
+  broker_src=$(cd "$work/fetch" && env -u CARGO_TARGET_DIR cargo metadata --format-version 1 --quiet |
+    python3 -c 'import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "tansu-broker" and p["version"] == sys.argv[1]:
+        print(os.path.dirname(p["manifest_path"]))' "$TANSU_VERSION")
+  [ -n "$broker_src" ] && [ -f "$broker_src/Cargo.toml" ] ||
+    die "cargo did not fetch tansu-broker $TANSU_VERSION"
+  rm -rf "$work/tansu-broker"
+  cp -r "$broker_src" "$work/tansu-broker"
+  chmod -R u+w "$work/tansu-broker"
+  for patch in "${TANSU_PATCHES[@]}"; do
+    patch -p1 --forward --silent -d "$work/tansu-broker" <"$patch" ||
+      die "$patch does not apply to tansu-broker $TANSU_VERSION"
+  done
+  (cd "$work" && env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore --root "$CACHE_DIR/tansu-$TANSU_BUILD_ID" --target-dir "$work/target" --quiet \
+    --config "patch.crates-io.tansu-broker.path='$work/tansu-broker'")
+  [ -x "$TANSU_BIN" ] || die "the broker build left no $TANSU_BIN"
 }
 
 ensure_port_free_or_ours() {
@@ -178,13 +212,14 @@ write_stack_env() {
   redis_pw=$(cat "$STATE_DIR/redis-password")
   # Keep what `up` added (demo key, service URLs); replace the connection details.
   local kept=""
-  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR)=' "$STACK_ENV" || true)
+  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR|TANSU_BIN)=' "$STACK_ENV" || true)
   umask 077
   {
     echo "DATABASE_URL=postgres://tollgate:$pg_pw@127.0.0.1:$PG_PORT/tollgate"
     echo "REDIS_URL=redis://default:$redis_pw@127.0.0.1:$REDIS_PORT/0"
     echo "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     echo "STATE_DIR=$STATE_DIR"
+    echo "TANSU_BIN=$TANSU_BIN"
     [ -n "$kept" ] && echo "$kept"
   } >"$STACK_ENV.tmp"
   mv "$STACK_ENV.tmp" "$STACK_ENV"

@@ -1,5 +1,5 @@
-//! The admin endpoints: `/health` (the process is alive), `/ready` (consuming and PostgreSQL
-//! reachable) and `/metrics` (OpenMetrics text).
+//! The admin endpoints: `/health` (the process is alive), `/ready` (consuming, PostgreSQL
+//! reachable and not stranded without partitions) and `/metrics` (OpenMetrics text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::assignment::PartitionAssignment;
 use crate::metrics::Metrics;
 
 /// What readiness depends on.
@@ -24,12 +25,34 @@ pub struct Health {
     pub consuming: AtomicBool,
     /// The last PostgreSQL write (or connection attempt) succeeded.
     pub database_ok: AtomicBool,
+    /// The partitions this consumer holds, and whether it has been without any too long.
+    pub assignment: PartitionAssignment,
 }
 
 impl Health {
-    /// Ready to take work: consuming and able to write.
+    /// Not ready yet; stranded after `unassigned_grace` without partitions.
+    pub fn new(unassigned_grace: std::time::Duration) -> Self {
+        Self {
+            consuming: AtomicBool::new(false),
+            database_ok: AtomicBool::new(false),
+            assignment: PartitionAssignment::new(unassigned_grace),
+        }
+    }
+
+    /// Ready to take work: consuming, able to write and not stranded.
     pub fn ready(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed) && self.database_ok.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why the service is not ready, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.consuming.load(Ordering::Relaxed) {
+            return Some("not consuming yet".into());
+        }
+        if !self.database_ok.load(Ordering::Relaxed) {
+            return Some("PostgreSQL is unreachable".into());
+        }
+        self.assignment.stranded()
     }
 }
 
@@ -75,16 +98,24 @@ fn respond(
         "/ready" => {
             let consuming = health.consuming.load(Ordering::Relaxed);
             let database = health.database_ok.load(Ordering::Relaxed);
-            let status = if health.ready() {
+            let assigned = health.assignment.assigned();
+            let topic = health
+                .assignment
+                .topic_partitions()
+                .map_or_else(|| "null".to_owned(), |n| n.to_string());
+            let reason = health.not_ready_reason();
+            let status = if reason.is_none() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
+            // The reasons are our own fixed texts with numbers: nothing to escape.
+            let reason = reason.map_or_else(String::new, |r| format!(r#","reason":"{r}""#));
             json(
                 status,
                 format!(
-                    r#"{{"ready":{},"consuming":{consuming},"database":{database}}}"#,
-                    health.ready()
+                    r#"{{"ready":{},"consuming":{consuming},"database":{database},"assigned_partitions":{assigned},"topic_partitions":{topic}{reason}}}"#,
+                    status == StatusCode::OK
                 ),
             )
         }

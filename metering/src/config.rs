@@ -26,6 +26,11 @@ pub const ENV_ADMIN_LISTEN: &str = "TOLLGATE_METERING_ADMIN_LISTEN";
 pub const ENV_RETENTION_DAYS: &str = "TOLLGATE_METERING_RETENTION_DAYS";
 /// Daily partitions created ahead of today.
 pub const ENV_PARTITIONS_AHEAD_DAYS: &str = "TOLLGATE_METERING_PARTITIONS_AHEAD_DAYS";
+/// Kafka session timeout in milliseconds.
+pub const ENV_SESSION_TIMEOUT_MS: &str = "TOLLGATE_METERING_SESSION_TIMEOUT_MS";
+/// How long the consumer may hold no partition, while the topic has some, before `/ready`
+/// reports it stranded; in milliseconds.
+pub const ENV_UNASSIGNED_GRACE_MS: &str = "TOLLGATE_METERING_UNASSIGNED_GRACE_MS";
 
 /// A setting that is missing or out of range.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,10 @@ pub struct MeteringConfig {
     pub group_id: String,
     /// Kafka session timeout; a dead consumer's partitions move after this long.
     pub session_timeout_ms: u32,
+    /// Longest the consumer may hold no partition while the topic has some before `/ready`
+    /// answers 503 (a stranded group). At least the session timeout: an ordinary rebalance
+    /// after a member died leaves the others without partitions for about that long.
+    pub unassigned_grace_ms: u64,
     /// Most records in one batch (one PostgreSQL transaction).
     pub batch_max_records: usize,
     /// Longest a batch waits for more records after its first one, in milliseconds.
@@ -102,6 +111,7 @@ impl Default for MeteringConfig {
             dlq_topic: "usage-events-dlq".into(),
             group_id: "usage-aggregator-group".into(),
             session_timeout_ms: 10_000,
+            unassigned_grace_ms: 60_000,
             batch_max_records: 1000,
             batch_max_wait_ms: 10_000,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9102)),
@@ -177,6 +187,12 @@ impl MeteringConfig {
         if let Some(v) = env(ENV_PARTITIONS_AHEAD_DAYS) {
             self.partitions_ahead_days = parse(ENV_PARTITIONS_AHEAD_DAYS, &v)?;
         }
+        if let Some(v) = env(ENV_SESSION_TIMEOUT_MS) {
+            self.session_timeout_ms = parse(ENV_SESSION_TIMEOUT_MS, &v)?;
+        }
+        if let Some(v) = env(ENV_UNASSIGNED_GRACE_MS) {
+            self.unassigned_grace_ms = parse(ENV_UNASSIGNED_GRACE_MS, &v)?;
+        }
         Ok(())
     }
 
@@ -214,10 +230,26 @@ impl MeteringConfig {
                 "must be between 1000 and 300000",
             ));
         }
+        if self.unassigned_grace_ms < u64::from(self.session_timeout_ms)
+            || self.unassigned_grace_ms > 3_600_000
+        {
+            return Err(invalid(
+                "unassigned_grace_ms",
+                format!(
+                    "must be between session_timeout_ms ({}) and 3600000 ({ENV_UNASSIGNED_GRACE_MS})",
+                    self.session_timeout_ms
+                ),
+            ));
+        }
         if self.retention_days < 2 {
             return Err(invalid("retention_days", "must be at least 2"));
         }
         Ok(())
+    }
+
+    /// [`Self::unassigned_grace_ms`] as a duration.
+    pub fn unassigned_grace(&self) -> Duration {
+        Duration::from_millis(self.unassigned_grace_ms)
     }
 
     /// [`Self::batch_max_wait_ms`] as a duration.
@@ -279,6 +311,33 @@ mod tests {
         pairs.push((ENV_BATCH_MAX_RECORDS, "0"));
         let err = MeteringConfig::load(None, env(&pairs)).unwrap_err();
         assert!(err.to_string().starts_with("batch_max_records"), "{err}");
+    }
+
+    #[test]
+    fn the_unassigned_grace_must_cover_a_session_timeout() {
+        let config = MeteringConfig::load(None, env(&REQUIRED)).unwrap();
+        assert_eq!(config.unassigned_grace(), Duration::from_secs(60));
+
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push((ENV_SESSION_TIMEOUT_MS, "6000"));
+        pairs.push((ENV_UNASSIGNED_GRACE_MS, "5000"));
+        let err = MeteringConfig::load(None, env(&pairs)).unwrap_err();
+        assert!(err.to_string().starts_with("unassigned_grace_ms"), "{err}");
+        assert!(err.to_string().contains(ENV_UNASSIGNED_GRACE_MS), "{err}");
+
+        pairs.pop();
+        pairs.push((ENV_UNASSIGNED_GRACE_MS, "6000"));
+        let config = MeteringConfig::load(None, env(&pairs)).unwrap();
+        assert_eq!(config.session_timeout_ms, 6000);
+        assert_eq!(config.unassigned_grace(), Duration::from_secs(6));
+
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push((ENV_UNASSIGNED_GRACE_MS, "soon"));
+        let err = MeteringConfig::load(None, env(&pairs)).unwrap_err();
+        assert!(
+            err.to_string().starts_with(ENV_UNASSIGNED_GRACE_MS),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! decode go to the dead-letter topic with the reason and their origin in headers.
 
 pub mod admin;
+pub mod assignment;
 pub mod config;
 pub mod metrics;
 pub mod partitions;
@@ -14,6 +15,7 @@ pub mod service;
 pub mod store;
 
 pub use admin::Health;
+pub use assignment::PartitionAssignment;
 pub use config::MeteringConfig;
 pub use metrics::Metrics;
 pub use service::{Aggregator, Exit, HookAction, Hooks, MeteringError};

@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(config: MeteringConfig) -> anyhow::Result<()> {
     let (stop, shutdown) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(config.unassigned_grace()));
 
     let listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await

@@ -47,6 +47,10 @@ pub struct Metrics {
     pub revoked_records: Counter,
     /// Consumer lag by partition, from librdkafka statistics.
     pub consumer_lag: Family<PartitionLabel, Gauge>,
+    /// Partitions assigned to this consumer now.
+    pub assigned_partitions: Gauge,
+    /// Partitions of the usage topic (from metadata).
+    pub topic_partitions: Gauge,
 }
 
 impl Metrics {
@@ -64,6 +68,8 @@ impl Metrics {
             commit_failures: Counter::default(),
             revoked_records: Counter::default(),
             consumer_lag: Family::default(),
+            assigned_partitions: Gauge::default(),
+            topic_partitions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -111,6 +117,16 @@ impl Metrics {
             "consumer_lag",
             "Records behind the partition's high watermark",
             metrics.consumer_lag.clone(),
+        );
+        registry.register(
+            "assigned_partitions",
+            "Partitions of the usage topic assigned to this consumer",
+            metrics.assigned_partitions.clone(),
+        );
+        registry.register(
+            "topic_partitions",
+            "Partitions of the usage topic",
+            metrics.topic_partitions.clone(),
         );
         Self {
             registry,

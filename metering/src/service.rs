@@ -74,7 +74,8 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// Consumer context: records revocations and turns librdkafka statistics into lag gauges.
+/// Consumer context: records revocations, reports how many partitions are held and turns
+/// librdkafka statistics into lag gauges.
 ///
 /// Each revocation gets a generation number; a record remembers the generation it was
 /// received in, so exactly the records received *before* their partition was revoked are
@@ -85,6 +86,7 @@ struct PartitionTracker {
     generation: AtomicU64,
     revocations: Mutex<Vec<(u64, Vec<i32>)>>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl PartitionTracker {
@@ -138,11 +140,17 @@ impl ConsumerContext for PartitionTracker {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?partitions, "Partitions assigned.");
         }
+        // Whatever the rebalance was, what this member holds now.
+        let held = consumer.assignment().map_or(0, |list| list.count());
+        self.health.assignment.set_assigned(held);
+        self.metrics
+            .assigned_partitions
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 }
 
@@ -246,6 +254,9 @@ pub struct Aggregator {
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DLQ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the usage topic's partition count is read, for the stranded check.
+const METADATA_EVERY: Duration = Duration::from_secs(5);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Partitions of a usage topic this service has to create itself (local runs).
 const NEW_TOPIC_PARTITIONS: i32 = 6;
 
@@ -273,6 +284,7 @@ impl Aggregator {
             generation: AtomicU64::new(0),
             revocations: Mutex::new(Vec::new()),
             metrics: self.metrics.clone(),
+            health: self.health.clone(),
         };
         let consumer: StreamConsumer<PartitionTracker> = ClientConfig::new()
             .set("bootstrap.servers", &self.config.kafka_brokers)
@@ -306,6 +318,13 @@ impl Aggregator {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "Consuming.");
 
         let consumer = Arc::new(consumer);
+        let watcher = tokio::spawn(watch_topic_partitions(
+            consumer.clone(),
+            self.config.topic.clone(),
+            self.health.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let exit = loop {
             let Some((batch, started)) = self.collect(&consumer, &mut shutdown).await else {
                 break Exit::Shutdown;
@@ -326,6 +345,7 @@ impl Aggregator {
                 Step::Crash => break Exit::Crashed,
             }
         };
+        watcher.abort();
         self.health.consuming.store(false, Ordering::Relaxed);
         Ok(exit)
     }
@@ -594,6 +614,45 @@ impl Aggregator {
     }
 }
 
+/// Reads the usage topic's partition count every [`METADATA_EVERY`] until shutdown: with it,
+/// `/ready` can tell a consumer left without partitions from a topic that has none.
+async fn watch_topic_partitions(
+    consumer: Arc<StreamConsumer<PartitionTracker>>,
+    topic: String,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (client, name) = (consumer.clone(), topic.clone());
+        let fetched = tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            Ok::<_, KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name && t.error().is_none())
+                    .map(|t| t.partitions().len()),
+            )
+        })
+        .await;
+        match fetched {
+            Ok(Ok(Some(partitions))) => {
+                health.assignment.set_topic_partitions(partitions);
+                metrics
+                    .topic_partitions
+                    .set(i64::try_from(partitions).unwrap_or(i64::MAX));
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "Reading the usage topic's metadata failed."),
+            Err(e) => tracing::debug!(error = %e, "The metadata task failed."),
+        }
+        if !sleep_unless_shutdown(METADATA_EVERY, &mut shutdown).await {
+            return;
+        }
+    }
+}
+
 /// Keeps daily partitions ahead and drops expired ones, hourly, until shutdown.
 pub async fn run_storage_upkeep(config: MeteringConfig, mut shutdown: watch::Receiver<bool>) {
     loop {
@@ -662,6 +721,7 @@ mod tests {
             generation: AtomicU64::new(0),
             revocations: Mutex::new(Vec::new()),
             metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
         }
     }
 

@@ -53,7 +53,7 @@ impl Running {
             .try_init();
         let (stop, shutdown) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(config.unassigned_grace()));
         let aggregator = Aggregator::new(config, metrics.clone(), health.clone()).with_hooks(hooks);
         let task = tokio::spawn(async move { aggregator.run(shutdown).await.unwrap() });
         Self {
@@ -409,6 +409,57 @@ async fn two_consumers_split_the_partitions_and_totals_stay_exact_when_one_leave
     let total = rolled_up_requests(&client).await;
     assert_eq!(total, expected);
     assert_rollup_matches_events(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_left_without_partitions_is_not_ready_and_says_why() {
+    let db = TestDb::new().await;
+    // One partition for two members: one of them holds nothing, as a stranded member would.
+    let topic = TestTopic::create(1).await;
+    let config = MeteringConfig {
+        unassigned_grace_ms: 6000,
+        ..config(db.url(), &topic)
+    };
+    let first = Running::start(config.clone(), Hooks::default());
+    let second = Running::start(config, Hooks::default());
+    let (h1, h2) = (first.health.clone(), second.health.clone());
+    eventually(
+        Duration::from_secs(60),
+        "the partition to be assigned",
+        || {
+            let (h1, h2) = (h1.clone(), h2.clone());
+            async move { h1.assignment.assigned() + h2.assignment.assigned() == 1 }
+        },
+    )
+    .await;
+    let (holder, idle, idle_metrics) = if h1.assignment.assigned() == 1 {
+        (&h1, &h2, &second.metrics)
+    } else {
+        (&h2, &h1, &first.metrics)
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the idle member to report itself stranded",
+        || async { !idle.ready() },
+    )
+    .await;
+    let reason = idle.not_ready_reason().unwrap();
+    assert!(
+        reason.contains("no partitions assigned") && reason.contains("the topic has 1"),
+        "{reason}"
+    );
+    assert!(holder.ready(), "{:?}", holder.not_ready_reason());
+    let rendered = idle_metrics.render();
+    assert!(
+        rendered.contains("metering_assigned_partitions 0"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("metering_topic_partitions 1"),
+        "{rendered}"
+    );
+    first.stop().await;
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

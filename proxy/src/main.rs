@@ -108,6 +108,10 @@ struct Cli {
     /// Seconds the usage pipeline gets at shutdown to deliver what it holds before spooling it.
     #[arg(long, env = "TOLLGATE_USAGE_FLUSH_SECONDS", default_value_t = 5)]
     usage_flush_seconds: u64,
+    /// Milliseconds Kafka may acknowledge nothing before usage events go to the spool instead
+    /// of waiting in memory: what a hard crash can lose while the broker is stalled.
+    #[arg(long, env = "TOLLGATE_USAGE_STALL_MS", default_value_t = 500)]
+    usage_stall_ms: u32,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -161,6 +165,7 @@ fn main() -> anyhow::Result<()> {
                 topic: cli.usage_topic.clone(),
                 spool_max_bytes: cli.usage_spool_max_bytes,
                 compression: cli.usage_compression.clone(),
+                stall_ms: cli.usage_stall_ms,
                 ..UsageConfig::new(brokers.clone(), cli.usage_spool_dir.clone())
             };
             config.validate()?;

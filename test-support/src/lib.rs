@@ -13,6 +13,7 @@
 pub mod fixtures;
 mod kafka;
 mod postgres;
+pub mod private;
 mod redis_prefix;
 mod stack;
 mod tcp_fault;

@@ -100,10 +100,7 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub async fn start() -> Self {
-        let binary = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap()
-            .join(".cache/tollgate/tansu-0.6.0/bin/tansu");
+        let binary = broker_binary();
         let addr = {
             let probe = TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap()
@@ -132,6 +129,11 @@ impl PrivateBroker {
 
     pub fn brokers(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The broker's process id (to pause or kill it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: &str) {
@@ -172,6 +174,18 @@ impl Drop for PrivateBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The broker binary `scripts/stack.sh` built (patched tansu): `TANSU_BIN` of the stack file.
+pub fn broker_binary() -> PathBuf {
+    crate::Stack::get()
+        .values
+        .get("TANSU_BIN")
+        .map(PathBuf::from)
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!("TANSU_BIN in .tollgate/stack.env names no broker binary: run `make services`")
+        })
 }
 
 /// A consumer of `brokers` with a group of its own, reading from the earliest offset.

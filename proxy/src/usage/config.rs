@@ -28,9 +28,15 @@ pub struct UsageConfig {
     /// Events the request path can queue for the spool writer when the producer queue is
     /// full; beyond both, events are dropped and counted.
     pub spool_queue_capacity: usize,
-    /// librdkafka `queue.buffering.max.messages`: events waiting in the producer; more go to
-    /// the spool (`QueueFull`).
+    /// librdkafka `queue.buffering.max.messages`: events waiting in the producer (queued or
+    /// in flight, unacknowledged); more go to the spool (`QueueFull`). Events there are in
+    /// memory only, so this also caps what a hard crash can lose.
     pub producer_queue_messages: u32,
+    /// How long Kafka may leave every produced event unacknowledged before new events go to
+    /// the spool instead of the producer (until Kafka acknowledges again). The longest an
+    /// event waits in memory for a stalled or unreachable broker: a hard crash then loses at
+    /// most the events of this window (see `docs/architecture.md`, "Crash safety").
+    pub stall_ms: u32,
     /// librdkafka `compression.type`: `lz4` (default), `snappy`, `gzip` or `none`.
     pub compression: String,
     /// librdkafka `linger.ms`: how long a batch may wait to fill.
@@ -62,7 +68,9 @@ impl Default for UsageConfig {
             spool_segment_bytes: spool.segment_bytes,
             queue_capacity: 16_384,
             spool_queue_capacity: 65_536,
-            producer_queue_messages: 100_000,
+            // At 50k events/s a healthy broker keeps well under 1k unacknowledged.
+            producer_queue_messages: 10_000,
+            stall_ms: 500,
             compression: "lz4".into(),
             linger_ms: 5,
             message_timeout_ms: 300_000,
@@ -128,6 +136,12 @@ impl UsageConfig {
                 "must be one of lz4, zstd, snappy, gzip, none",
             );
         }
+        if self.stall_ms < 50 || self.stall_ms >= self.message_timeout_ms {
+            return bad(
+                "stall_ms",
+                "must be at least 50 and below message_timeout_ms",
+            );
+        }
         if self.message_timeout_ms < 1000 {
             return bad("message_timeout_ms", "must be at least 1000");
         }
@@ -173,6 +187,21 @@ mod tests {
         let error = config.validate().unwrap_err();
         assert_eq!(error.setting, "compression");
         assert!(error.to_string().starts_with("usage.compression:"));
+    }
+
+    #[test]
+    fn the_stall_window_is_bounded() {
+        let config = UsageConfig::new("k:9092", "/tmp/spool");
+        assert_eq!(config.stall_ms, 500);
+        for stall_ms in [10, config.message_timeout_ms] {
+            let error = UsageConfig {
+                stall_ms,
+                ..config.clone()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(error.setting, "stall_ms");
+        }
     }
 
     #[test]

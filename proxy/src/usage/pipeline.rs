@@ -10,6 +10,9 @@
 //! the spool in order and acknowledges each record once Kafka has it, which is what allows a
 //! segment to be deleted. While the broker looks unhealthy (a recent failure or full queue),
 //! replay keeps a single probe event in flight; after a success it opens its full window.
+//! When Kafka has acknowledged nothing for `stall_ms` while events are outstanding (a paused
+//! or unreachable broker), new events go straight to the spool until it answers again, so an
+//! event waits in memory for at most that long and a hard crash loses at most that window.
 //! On shutdown the service flushes until the deadline, then purges what librdkafka still
 //! holds (purged events come back through delivery reports with their payload) and spools it.
 
@@ -192,6 +195,10 @@ impl UsagePipeline {
             next_ticket: LIVE,
             healthy: false,
             corrupt_seen: 0,
+            stall_after: Duration::from_millis(u64::from(config.stall_ms)),
+            unacked_live: 0,
+            last_progress: Instant::now(),
+            stalled: false,
         };
         let thread = std::thread::Builder::new()
             .name("usage-producer".into())
@@ -363,6 +370,14 @@ struct Service {
     /// A delivery succeeded since the last failure or full queue.
     healthy: bool,
     corrupt_seen: u64,
+    /// How long Kafka may acknowledge nothing before new events bypass the producer.
+    stall_after: Duration,
+    /// Live events handed to the producer and not yet reported back.
+    unacked_live: u64,
+    /// The last delivery report, or when `unacked_live` last rose from zero.
+    last_progress: Instant,
+    /// Kafka acknowledged nothing for `stall_after`: live events go to the spool.
+    stalled: bool,
 }
 
 impl Service {
@@ -425,7 +440,10 @@ impl Service {
                     // Nothing arrived for a whole interval: back to sleeping until one does.
                     busy = busy && events_open && received > 0;
                 }
-                _ = tick.tick() => self.refresh_gauges(),
+                _ = tick.tick() => {
+                    self.check_stall();
+                    self.refresh_gauges();
+                }
             }
             self.replay(false);
         }
@@ -433,7 +451,8 @@ impl Service {
         self.finish(deadline);
     }
 
-    /// Hands an event to the producer; what it refuses goes to the spool.
+    /// Hands an event to the producer; what it refuses goes to the spool, and so does every
+    /// event while Kafka is stalled.
     fn produce_live(&mut self, event: &UsageEvent) {
         let Some(producer) = &self.producer else {
             return;
@@ -441,15 +460,21 @@ impl Service {
         self.value.clear();
         event.encode_into(&mut self.value);
         let key = tenant_key(event.tenant_id);
-        let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE).payload(&self.value);
-        if let Some(key) = &key {
-            record = record.key(key.as_slice());
-        }
-        let Err((error, _)) = producer.send(record) else {
-            return;
-        };
-        if !is_queue_full(&error) {
-            tracing::warn!(%error, "Usage event not accepted by the producer; spooling it.");
+        if !self.stalled {
+            let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE).payload(&self.value);
+            if let Some(key) = &key {
+                record = record.key(key.as_slice());
+            }
+            let Err((error, _)) = producer.send(record) else {
+                if self.unacked_live == 0 {
+                    self.last_progress = Instant::now();
+                }
+                self.unacked_live += 1;
+                return;
+            };
+            if !is_queue_full(&error) {
+                tracing::warn!(%error, "Usage event not accepted by the producer; spooling it.");
+            }
         }
         self.healthy = false;
         let mut spooled = Vec::with_capacity(64 + self.value.len());
@@ -469,13 +494,43 @@ impl Service {
         }
     }
 
+    /// Kafka acknowledged nothing for `stall_after` while live events are outstanding: from
+    /// now on live events go to the spool (on disk within one group commit) rather than wait
+    /// in librdkafka's memory, until a delivery succeeds again.
+    fn check_stall(&mut self) {
+        if self.stalled || self.unacked_live == 0 || self.last_progress.elapsed() < self.stall_after
+        {
+            return;
+        }
+        self.stalled = true;
+        self.healthy = false;
+        tracing::warn!(
+            unacknowledged = self.unacked_live,
+            stall_ms = self.stall_after.as_millis(),
+            "Kafka acknowledges nothing; usage events go to the spool until it answers."
+        );
+    }
+
+    /// A delivery succeeded: Kafka answers.
+    fn acknowledged(&mut self) {
+        self.healthy = true;
+        if self.stalled {
+            self.stalled = false;
+            tracing::info!("Kafka answers again; usage events go to the producer.");
+        }
+    }
+
     fn handle_deliveries(&mut self, deliveries: &mut Vec<Delivery>) {
+        if !deliveries.is_empty() {
+            self.last_progress = Instant::now();
+        }
         for delivery in deliveries.drain(..) {
             if delivery.ticket == LIVE {
+                self.unacked_live = self.unacked_live.saturating_sub(1);
                 match delivery.outcome {
                     Ok(()) => {
                         self.metrics.produced.inc();
-                        self.healthy = true;
+                        self.acknowledged();
                     }
                     Err(failure) => {
                         if !failure.purged {
@@ -495,7 +550,7 @@ impl Service {
             match delivery.outcome {
                 Ok(()) => {
                     self.metrics.replayed.inc();
-                    self.healthy = true;
+                    self.acknowledged();
                     self.acks.push(record.pos);
                 }
                 // Purged on shutdown: it stays in the spool for the next process.
