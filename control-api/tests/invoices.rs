@@ -84,7 +84,10 @@ async fn insert_invoice(
     }
     if status != "draft" && status != "finalized" {
         client
-            .execute("UPDATE invoices SET status = $2 WHERE id = $1", &[&id, &status])
+            .execute(
+                "UPDATE invoices SET status = $2 WHERE id = $1",
+                &[&id, &status],
+            )
             .await
             .unwrap();
     }

@@ -37,7 +37,9 @@ pub enum RatingError {
     #[error("no subscription was in force during the period")]
     NoSlices,
     /// Slices priced in different currencies cannot share one invoice.
-    #[error("the period's plans are priced in both {first} and {other}; one invoice has one currency")]
+    #[error(
+        "the period's plans are priced in both {first} and {other}; one invoice has one currency"
+    )]
     MixedCurrencies {
         /// Currency of the first slice.
         first: Currency,
@@ -290,7 +292,12 @@ pub fn prorated_included_units(
 fn day(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
     if at.time() == time::Time::MIDNIGHT {
-        format!("{:04}-{:02}-{:02}", at.year(), u8::from(at.month()), at.day())
+        format!(
+            "{:04}-{:02}-{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day()
+        )
     } else {
         format!(
             "{:04}-{:02}-{:02} {:02}:{:02}",
@@ -376,7 +383,8 @@ pub fn rate_invoice(
         } else {
             format!("{} to {} (prorated)", day(slice.start), day(slice.end))
         };
-        let fee = prorated_base_fee_minor(slice.pricing.base_fee_minor, period, slice.start, slice.end);
+        let fee =
+            prorated_base_fee_minor(slice.pricing.base_fee_minor, period, slice.start, slice.end);
         if slice.pricing.base_fee_minor > 0 {
             let amount = Money::from_minor(fee, currency);
             lines.push(RatedLine {
@@ -438,7 +446,8 @@ pub fn rate_invoice(
                 .into_iter()
                 .map(|(_, _, _, amount)| amount),
         )?;
-        let amount = target.checked_sub(Money::from_minor(correction.billed_usage_minor, currency))?;
+        let amount =
+            target.checked_sub(Money::from_minor(correction.billed_usage_minor, currency))?;
         let late = slice.units - correction.billed_units;
         let unit_price = amount.to_decimal() / Decimal::from(late);
         lines.push(RatedLine {

@@ -12,7 +12,9 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::plan::Pricing;
-use crate::rating::{BillingPeriod, CorrectionInput, RatedInvoice, RatingError, Slice, rate_invoice};
+use crate::rating::{
+    BillingPeriod, CorrectionInput, RatedInvoice, RatingError, Slice, rate_invoice,
+};
 
 /// A row that cannot be rated, or the database failed.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,7 @@ pub async fn rate_tenant_period(
     if slices.is_empty() {
         return Ok(None);
     }
-    let corrections = load_corrections(client, tenant_id, corrections_since, period.start()).await?;
+    let corrections =
+        load_corrections(client, tenant_id, corrections_since, period.start()).await?;
     Ok(Some(rate_invoice(period, &slices, &corrections)?))
 }

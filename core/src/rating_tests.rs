@@ -78,7 +78,9 @@ fn periods_are_utc_calendar_months() {
     assert_eq!(p.end(), datetime!(2027-01-01 00:00 UTC));
     assert_eq!(p.previous().unwrap().to_string(), "2026-11");
     assert_eq!(
-        BillingPeriod::containing(datetime!(2026-03-01 00:30 +01:00)).unwrap().to_string(),
+        BillingPeriod::containing(datetime!(2026-03-01 00:30 +01:00))
+            .unwrap()
+            .to_string(),
         "2026-02"
     );
     for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "1999-12"] {
@@ -139,7 +141,11 @@ fn a_plan_change_mid_month_prorates_fee_and_included_units_by_time() {
     assert_eq!(rated.total.amount_minor(), 5456);
     assert_eq!(rated.usage[0].included_units, 33);
     assert_eq!(rated.usage[1].included_units, 666);
-    assert!(rated.lines[0].description.contains("2026-11-01 to 2026-11-11 (prorated)"));
+    assert!(
+        rated.lines[0]
+            .description
+            .contains("2026-11-01 to 2026-11-11 (prorated)")
+    );
 }
 
 #[test]
@@ -172,13 +178,20 @@ fn late_usage_is_billed_once_as_the_difference_to_what_was_billed() {
     // 15,500 × 0.0008 = 12.40 instead of 11.60: 0.80 more for 1,000 late requests.
     assert_eq!(
         amounts(&rated),
-        [(LineKind::BaseFee, 1, 4900), (LineKind::Correction, 1000, 80)]
+        [
+            (LineKind::BaseFee, 1, 4900),
+            (LineKind::Correction, 1000, 80)
+        ]
     );
     assert_eq!(
         rated.lines[1].corrects,
         Some((correction.invoice_id, period.start()))
     );
-    assert!(rated.lines[1].description.starts_with("Correction for 2026-11"));
+    assert!(
+        rated.lines[1]
+            .description
+            .starts_with("Correction for 2026-11")
+    );
     // Nothing new: no line.
     let settled = CorrectionInput {
         billed_units: 26_500,
@@ -200,16 +213,24 @@ fn edge_cases_are_defined() {
     // No subscription: nothing to rate.
     assert_eq!(rate_invoice(&period, &[], &[]), Err(RatingError::NoSlices));
     // Zero usage: the base fee alone.
-    let rated = rate_invoice(&period, &[slice(growth(), period.start(), period.end(), 0)], &[])
-        .unwrap();
+    let rated = rate_invoice(
+        &period,
+        &[slice(growth(), period.start(), period.end(), 0)],
+        &[],
+    )
+    .unwrap();
     assert_eq!(amounts(&rated), [(LineKind::BaseFee, 1, 4900)]);
     // A flat plan: usage is never charged.
     let flat = Pricing {
         model: PricingModel::Flat,
         ..growth()
     };
-    let rated = rate_invoice(&period, &[slice(flat, period.start(), period.end(), 1_000_000)], &[])
-        .unwrap();
+    let rated = rate_invoice(
+        &period,
+        &[slice(flat, period.start(), period.end(), 1_000_000)],
+        &[],
+    )
+    .unwrap();
     assert_eq!(amounts(&rated), [(LineKind::BaseFee, 1, 4900)]);
     // A free plan with no usage: no lines, a zero total.
     let free = Pricing {
@@ -217,7 +238,12 @@ fn edge_cases_are_defined() {
         model: PricingModel::Flat,
         ..growth()
     };
-    let rated = rate_invoice(&period, &[slice(free, period.start(), period.end(), 5)], &[]).unwrap();
+    let rated = rate_invoice(
+        &period,
+        &[slice(free, period.start(), period.end(), 5)],
+        &[],
+    )
+    .unwrap();
     assert!(rated.lines.is_empty());
     assert!(rated.total.is_zero());
     // Two currencies cannot share an invoice.
@@ -229,7 +255,10 @@ fn edge_cases_are_defined() {
     assert!(matches!(
         rate_invoice(
             &period,
-            &[slice(growth(), period.start(), mid, 1), slice(euro, mid, period.end(), 1)],
+            &[
+                slice(growth(), period.start(), mid, 1),
+                slice(euro, mid, period.end(), 1)
+            ],
             &[]
         ),
         Err(RatingError::MixedCurrencies { .. })

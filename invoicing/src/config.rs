@@ -182,9 +182,8 @@ impl Config {
                 let current = BillingPeriod::containing(now)
                     .map_err(|e| invalid("--period", e.to_string()))?;
                 let period = match period {
-                    Some(text) => {
-                        BillingPeriod::parse(&text).map_err(|e| invalid("--period", e.to_string()))?
-                    }
+                    Some(text) => BillingPeriod::parse(&text)
+                        .map_err(|e| invalid("--period", e.to_string()))?,
                     None => current
                         .previous()
                         .map_err(|e| invalid("--period", e.to_string()))?,

@@ -23,10 +23,10 @@ use tollgate_core::rating::{BillingPeriod, RatedInvoice};
 use tollgate_core::rating_inputs::rate_tenant_period;
 use uuid::Uuid;
 
+use crate::InvoicingError;
 use crate::config::{FaultPoint, MonthlyConfig};
 use crate::rollup::{self, RollupReport};
 use crate::store::{self, InvoiceStatus};
-use crate::InvoicingError;
 
 /// Test-only stop points (see [`crate::config::ENV_TEST_FAULT`]).
 #[derive(Debug, Default)]
@@ -67,7 +67,11 @@ pub async fn run_hourly(
 ) -> Result<RollupReport, InvoicingError> {
     let hours = rollup::hours_to_roll_up(client, now, lookback_hours).await?;
     let total = hours.len();
-    tracing::info!(hours = total, lookback_hours, "Rolling usage up into hours.");
+    tracing::info!(
+        hours = total,
+        lookback_hours,
+        "Rolling usage up into hours."
+    );
     let mut report = RollupReport::default();
     for (n, (hour, dirty)) in hours.into_iter().enumerate() {
         let changed = rollup::roll_up_hour(client, hour).await?;
@@ -261,7 +265,12 @@ pub async fn run_monthly(
 }
 
 /// Appends one tenant's would-be invoice to the dry-run table.
-pub fn dry_run_rows(table: &mut String, tenant_id: Uuid, period: &BillingPeriod, rated: &RatedInvoice) {
+pub fn dry_run_rows(
+    table: &mut String,
+    tenant_id: Uuid,
+    period: &BillingPeriod,
+    rated: &RatedInvoice,
+) {
     if table.is_empty() {
         let _ = writeln!(
             table,

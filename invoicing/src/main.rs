@@ -161,9 +161,21 @@ async fn run(config: Config) -> u8 {
     let mut faults = Faults::new(config.fault.clone());
     match &config.command {
         Run::Hourly { lookback_hours } => {
-            match job::run_hourly(&mut client, OffsetDateTime::now_utc(), *lookback_hours, &mut faults).await {
+            match job::run_hourly(
+                &mut client,
+                OffsetDateTime::now_utc(),
+                *lookback_hours,
+                &mut faults,
+            )
+            .await
+            {
                 Ok(report) => {
-                    tracing::info!(hours = report.hours, dirty_hours = report.dirty_hours, rows_changed = report.rows_changed, "Hourly roll-up finished.");
+                    tracing::info!(
+                        hours = report.hours,
+                        dirty_hours = report.dirty_hours,
+                        rows_changed = report.rows_changed,
+                        "Hourly roll-up finished."
+                    );
                     EXIT_OK
                 }
                 Err(error) => {

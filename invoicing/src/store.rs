@@ -151,8 +151,7 @@ pub struct LineRecord {
     pub corrects_period_start: Option<OffsetDateTime>,
 }
 
-const INVOICE_COLUMNS: &str =
-    "id, tenant_id, period_start, period_end, currency::text, status, number, total_minor, finalized_at";
+const INVOICE_COLUMNS: &str = "id, tenant_id, period_start, period_end, currency::text, status, number, total_minor, finalized_at";
 
 fn invoice(row: &Row) -> Result<InvoiceRecord, InvoicingError> {
     let status: String = row.get(5);
@@ -249,8 +248,8 @@ pub async fn insert_draft(
         )
         .await?;
     for (position, l) in rated.lines.iter().enumerate() {
-        let position = i32::try_from(position)
-            .map_err(|_| InvoicingError::BadRow("too many lines".into()))?;
+        let position =
+            i32::try_from(position).map_err(|_| InvoicingError::BadRow("too many lines".into()))?;
         let unit_price = l.unit_price.round_dp(12).normalize().to_string();
         tx.execute(
             &line,
@@ -334,13 +333,13 @@ pub async fn finalize(client: &mut Client, invoice_id: Uuid) -> Result<Finalized
     if status != InvoiceStatus::Draft.as_str() {
         let number: Option<String> = row.get(1);
         tx.commit().await?;
-        return number
-            .map(|number| Finalized { number, now: false })
-            .ok_or(InvoicingError::TransitionRefused {
+        return number.map(|number| Finalized { number, now: false }).ok_or(
+            InvoicingError::TransitionRefused {
                 invoice_id,
                 from: status,
                 to: InvoiceStatus::Finalized.as_str(),
-            });
+            },
+        );
     }
     let row = tx
         .query_one(

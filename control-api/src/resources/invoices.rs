@@ -400,8 +400,7 @@ pub async fn upcoming(
     let tenant_id = path.into_inner();
     principal.require_reader_of(tenant_id)?;
     let now = OffsetDateTime::now_utc();
-    let period =
-        BillingPeriod::containing(now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let period = BillingPeriod::containing(now).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut since = period;
     for _ in 0..CORRECTION_LOOKBACK_MONTHS {
         since = since
