@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench bench-ingest loadtest fuzz
+.PHONY: up down status services test lint fmt bench bench-ingest loadtest fuzz dashboard
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -34,6 +34,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Build the dashboard: dashboard/openapi.json from the control API, its API types, dashboard/dist
+## and the embedded-asset list; commit what it changes (make test checks they match).
+dashboard:
+	scripts/dashboard.sh build
 
 ## Criterion benches of the hot path.
 bench:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test target of the workspace, then schemathesis against the live control API
-# (scripts/schemathesis.sh) and the Helm chart's checks (scripts/chart-checks.sh), and ends
-# with one summary line over all of them (cargo prints one "test result" per test binary, the
-# last of which may be an empty one).
+# (scripts/schemathesis.sh), the Helm chart's checks (scripts/chart-checks.sh), the dashboard's
+# reproducible-build check and its browser tests (scripts/dashboard.sh check,
+# scripts/dashboard-e2e.sh), and ends with one summary line over all of them (cargo prints one
+# "test result" per test binary, the last of which may be an empty one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -12,6 +13,11 @@ cargo test --workspace --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$l
 # The control API against its own OpenAPI document (one test in the summary).
 api_passed=0 api_failed=0
 if scripts/schemathesis.sh 2>&1 | tee -a "$log"; then api_passed=1; else api_failed=1; status=1; fi
+# The dashboard: rebuilt assets identical to the committed ones, then end to end in headless
+# Chromium against the real stack (one test each in the summary).
+for suite in "scripts/dashboard.sh check" scripts/dashboard-e2e.sh; do
+  if $suite 2>&1 | tee -a "$log"; then api_passed=$((api_passed + 1)); else api_failed=$((api_failed + 1)); status=1; fi
+done
 # The Helm chart, its manifests and monitoring: prints its own "test result" line; a run that
 # ends without one counts as one failure.
 chart_failed=0

@@ -12,6 +12,7 @@ use actix_web::middleware::Condition;
 use actix_web::{App, HttpResponse, Route, web};
 
 use crate::auth::endpoints as auth;
+use crate::auth::session_cookie;
 use crate::config::CorsOrigins;
 use crate::error::ApiError;
 use crate::ops;
@@ -65,6 +66,24 @@ fn routes() -> Vec<(Endpoint, Route)> {
             "/api/v1/auth/refresh",
             Public,
             web::post().to(auth::refresh),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/auth/session",
+            Public,
+            web::post().to(session_cookie::create),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/auth/session/refresh",
+            Public,
+            web::post().to(session_cookie::refresh),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/auth/session/logout",
+            Public,
+            web::post().to(session_cookie::logout),
         ),
         entry(Method::GET, "/api/v1/me", Auth, web::get().to(auth::me)),
         entry(
@@ -298,6 +317,12 @@ pub fn api_endpoints() -> Vec<Endpoint> {
     routes().into_iter().map(|(endpoint, _)| endpoint).collect()
 }
 
+/// The dashboard's pages and hashed assets ([`crate::dashboard`]): public, because a page is
+/// an empty shell until the API, with a token, fills it.
+pub fn dashboard_endpoints() -> Vec<Endpoint> {
+    crate::dashboard::endpoints()
+}
+
 /// The application: API routes, operational endpoints, JSON errors for everything else,
 /// body limits, CORS and request metrics.
 pub fn build_app(
@@ -341,6 +366,7 @@ pub fn build_app(
         .route("/ready", web::get().to(ops::ready))
         .route("/metrics", web::get().to(ops::metrics))
         .route("/api/v1/openapi.json", web::get().to(ops::openapi_json))
+        .configure(crate::dashboard::configure)
         .default_service(web::to(not_found))
         .wrap(Condition::new(
             cors_origins != CorsOrigins::None,

@@ -5,6 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::endpoints as auth;
+use crate::auth::session_cookie;
 use crate::resources::{
     api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage, users,
 };
@@ -19,6 +20,7 @@ use crate::resources::{
     ),
     paths(
         auth::login, auth::refresh, auth::me,
+        session_cookie::create, session_cookie::refresh, session_cookie::logout,
         tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
         api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
         users::list, users::create, users::get, users::disable,

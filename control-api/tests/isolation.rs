@@ -187,7 +187,13 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
         .collect();
     assert_eq!(
         public,
-        BTreeSet::from(["/api/v1/auth/login", "/api/v1/auth/refresh"])
+        BTreeSet::from([
+            "/api/v1/auth/login",
+            "/api/v1/auth/refresh",
+            "/api/v1/auth/session",
+            "/api/v1/auth/session/logout",
+            "/api/v1/auth/session/refresh",
+        ])
     );
 
     // One database for the whole matrix; every cell gets a fresh tenant pair of its own, so

@@ -60,7 +60,7 @@ pub struct Me {
 }
 
 /// Logs in with email and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, operation_id = "login", path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = TokenResponse),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
@@ -123,7 +123,7 @@ pub async fn login(
 }
 
 /// Exchanges a refresh token for a new token pair; a disabled user or suspended tenant cannot.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, operation_id = "refreshToken", path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses(
         (status = 200, body = TokenResponse),
         (status = 401, description = "Invalid or expired refresh token", body = ErrorBody),
@@ -143,7 +143,7 @@ pub async fn refresh(
 }
 
 /// The authenticated caller.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getMe", path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(principal: Principal) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(Me {

@@ -4,6 +4,7 @@
 pub mod endpoints;
 pub mod password;
 pub mod principal;
+pub mod session_cookie;
 pub mod throttle;
 pub mod token;
 

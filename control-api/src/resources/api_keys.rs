@@ -132,7 +132,7 @@ fn key_id(raw: &str) -> Result<KeyId, ApiError> {
 }
 
 /// Lists a tenant's keys, newest first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/api-keys", tag = "api-keys",
+#[utoipa::path(get, operation_id = "listApiKeys", path = "/api/v1/tenants/{tenant_id}/api-keys", tag = "api-keys",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
     responses((status = 200, body = Page<ApiKeyView>), (status = "4XX", body = ErrorBody)))]
@@ -166,7 +166,7 @@ pub async fn list(
 }
 
 /// Creates a key; the response carries its secret, which is never shown again.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/api-keys", tag = "api-keys",
+#[utoipa::path(post, operation_id = "createApiKey", path = "/api/v1/tenants/{tenant_id}/api-keys", tag = "api-keys",
     security(("bearer" = [])), request_body = CreateApiKey,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = CreatedApiKey), (status = "4XX", body = ErrorBody)))]
@@ -239,7 +239,7 @@ async fn insert_key(
 }
 
 /// One key.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys",
+#[utoipa::path(get, operation_id = "getApiKey", path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}", tag = "api-keys",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("key_id" = String, Path, description = "Key id")),
@@ -264,7 +264,7 @@ pub async fn get(
 }
 
 /// Revokes a key at once; revoking a revoked key changes nothing.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
+#[utoipa::path(post, operation_id = "revokeApiKey", path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/revoke",
     tag = "api-keys", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("key_id" = String, Path, description = "Key id")),
@@ -307,7 +307,7 @@ pub async fn revoke(
 
 /// Replaces a key with a new one (same name and scopes); the old key keeps working for
 /// `overlap_seconds`, so clients can switch without an outage.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate",
+#[utoipa::path(post, operation_id = "rotateApiKey", path = "/api/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate",
     tag = "api-keys", security(("bearer" = [])), request_body = RotateApiKey,
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("key_id" = String, Path, description = "Key id")),

@@ -38,7 +38,7 @@ pub struct AuditLogEntry {
 }
 
 /// Audit log entries, newest first.
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "audit", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listAuditLog", path = "/api/v1/audit-log", tag = "audit", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = Page<AuditLogEntry>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(

@@ -147,7 +147,7 @@ fn trim_decimal(text: &str) -> String {
 }
 
 /// Lists a tenant's invoices, newest period first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices", tag = "invoices",
+#[utoipa::path(get, operation_id = "listInvoices", path = "/api/v1/tenants/{tenant_id}/invoices", tag = "invoices",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), InvoiceListQuery),
     responses((status = 200, body = Page<InvoiceView>), (status = "4XX", body = ErrorBody)))]
@@ -256,7 +256,7 @@ async fn load(
 }
 
 /// One invoice with its lines, ordered by position.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}", tag = "invoices",
+#[utoipa::path(get, operation_id = "getInvoice", path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}", tag = "invoices",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
         ("invoice_id" = Uuid, Path, description = "Invoice id")),
@@ -273,7 +273,7 @@ pub async fn get(
 }
 
 /// The invoice as a self-contained HTML document, for download.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
+#[utoipa::path(get, operation_id = "getInvoiceDocument", path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
     tag = "invoices", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
         ("invoice_id" = Uuid, Path, description = "Invoice id")),

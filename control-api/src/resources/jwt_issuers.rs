@@ -74,7 +74,7 @@ fn view(row: &Row) -> JwtIssuerView {
 }
 
 /// Lists a tenant's issuers, newest first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/jwt-issuers", tag = "jwt-issuers",
+#[utoipa::path(get, operation_id = "listJwtIssuers", path = "/api/v1/tenants/{tenant_id}/jwt-issuers", tag = "jwt-issuers",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
     responses((status = 200, body = Page<JwtIssuerView>), (status = "4XX", body = ErrorBody)))]
@@ -108,7 +108,7 @@ pub async fn list(
 }
 
 /// Registers an issuer; the key material is checked as the proxy will use it.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/jwt-issuers", tag = "jwt-issuers",
+#[utoipa::path(post, operation_id = "createJwtIssuer", path = "/api/v1/tenants/{tenant_id}/jwt-issuers", tag = "jwt-issuers",
     security(("bearer" = [])), request_body = CreateJwtIssuer,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = JwtIssuerView),
@@ -187,7 +187,7 @@ pub async fn create(
 }
 
 /// Removes an issuer; its tokens stop working on the proxies' next reload.
-#[utoipa::path(delete, path = "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}",
+#[utoipa::path(delete, operation_id = "deleteJwtIssuer", path = "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}",
     tag = "jwt-issuers", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("issuer_id" = Uuid, Path, description = "Issuer id")),

@@ -7,6 +7,7 @@ pub mod audit_log;
 pub mod invoices;
 pub mod issuer_key;
 pub mod jwt_issuers;
+pub mod plan_schema;
 pub mod plans;
 pub mod route_spec;
 pub mod routes;

@@ -17,6 +17,9 @@ use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody, is_unique_violation};
 use crate::pagination::{Page, PageQuery, after_created, created_position};
+use crate::resources::plan_schema::{
+    FailureModeDoc, PricingDoc, QuotaDoc, RatePatchDoc, RatePolicyDoc,
+};
 use crate::state::AppState;
 use crate::validate;
 
@@ -27,17 +30,17 @@ pub struct PlanView {
     pub id: Uuid,
     /// Unique name.
     pub name: String,
-    /// `{requests_per_second, burst, strict}`.
-    #[schema(value_type = Object)]
+    /// Request rate.
+    #[schema(value_type = RatePolicyDoc)]
     pub rate: RatePolicy,
-    /// `{included_requests, cap: hard|soft}`; absent: unlimited.
-    #[schema(value_type = Option<Object>)]
+    /// Monthly quota; `null`: unlimited.
+    #[schema(value_type = Option<QuotaDoc>, nullable, required = true)]
     pub quota: Option<Quota>,
-    /// `open` or `closed`: what the proxy does when the cluster limiter is unreachable.
-    #[schema(value_type = String)]
+    /// What the proxy does when the cluster limiter is unreachable.
+    #[schema(value_type = FailureModeDoc)]
     pub failure_mode: FailureMode,
-    /// `{currency, base_fee_minor, included_units, model, …}`.
-    #[schema(value_type = Object)]
+    /// Monthly price.
+    #[schema(value_type = PricingDoc)]
     pub pricing: Pricing,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
@@ -49,21 +52,25 @@ pub struct PlanView {
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// 1 to 100 characters, unique.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// `{requests_per_second, burst, strict?}`.
-    #[schema(value_type = Object)]
+    /// Request rate.
+    #[schema(value_type = RatePolicyDoc)]
     pub rate: RatePolicy,
-    /// `{included_requests, cap: hard|soft}`; omit for unlimited.
+    /// Monthly quota; omit (or `null`) for unlimited.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<QuotaDoc>, nullable)]
     pub quota: Option<Quota>,
     /// `open` (default) or `closed`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = FailureModeDoc, required = false)]
     pub failure_mode: FailureMode,
-    /// `{currency, base_fee_minor, included_units?, model: flat|graduated|volume|package, …}`;
-    /// prices are decimal strings in major units.
-    #[schema(value_type = Object)]
+    /// Monthly price; prices are decimal strings in major units.
+    #[schema(value_type = PricingDoc)]
     pub pricing: Pricing,
 }
 
@@ -109,7 +116,7 @@ pub(crate) fn view(row: &Row) -> Result<PlanView, ApiError> {
 }
 
 /// Lists plans, newest first.
-#[utoipa::path(get, path = "/api/v1/plans", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listPlans", path = "/api/v1/plans", tag = "plans", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = Page<PlanView>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
@@ -140,7 +147,7 @@ pub async fn list(
 }
 
 /// Creates a plan.
-#[utoipa::path(post, path = "/api/v1/plans", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createPlan", path = "/api/v1/plans", tag = "plans", security(("bearer" = [])),
     request_body = CreatePlan,
     responses((status = 201, body = PlanView),
         (status = 409, description = "Another plan has this name", body = ErrorBody),
@@ -212,7 +219,7 @@ pub async fn create(
 }
 
 /// One plan.
-#[utoipa::path(get, path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getPlan", path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
     params(("plan_id" = Uuid, Path, description = "Plan id")),
     responses((status = 200, body = PlanView), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
@@ -234,7 +241,7 @@ pub async fn get(
 }
 
 /// Changes to a rate policy; absent fields stay as they are.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatePatch {
     /// Sustained requests per second.
@@ -251,20 +258,26 @@ pub struct RatePatch {
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
     /// 1 to 100 characters, unique.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// `{requests_per_second?, burst?, strict?}`.
+    /// Changes to the rate.
     #[serde(default)]
+    #[schema(value_type = Option<RatePatchDoc>)]
     pub rate: Option<RatePatch>,
-    /// `{included_requests, cap: hard|soft}`, or null for unlimited.
+    /// A new quota, or `null` for unlimited.
     #[serde(default, deserialize_with = "validate::nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<QuotaDoc>, nullable)]
     pub quota: Option<Option<Quota>>,
     /// `open` or `closed`.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<FailureModeDoc>)]
     pub failure_mode: Option<FailureMode>,
-    /// Refused: pricing cannot change.
+    /// Not part of the document: pricing is immutable, and a body naming `pricing` gets 422.
     #[serde(default, deserialize_with = "validate::nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(ignore)]
     pub pricing: Option<Option<serde_json::Value>>,
 }
 
@@ -322,7 +335,7 @@ fn name_taken(e: tokio_postgres::Error) -> ApiError {
 
 /// Changes a plan's name or limits; proxies reload it through the `plans` trigger's
 /// notification. Any pricing field is refused.
-#[utoipa::path(patch, path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(patch, operation_id = "updatePlan", path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
     params(("plan_id" = Uuid, Path, description = "Plan id")), request_body = UpdatePlan,
     responses((status = 200, body = PlanView),
         (status = 409, description = "Another plan has this name", body = ErrorBody),
@@ -435,7 +448,7 @@ fn plan_in_use() -> ApiError {
 }
 
 /// Deletes a plan no subscription (current, past or future) refers to.
-#[utoipa::path(delete, path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
+#[utoipa::path(delete, operation_id = "deletePlan", path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
     params(("plan_id" = Uuid, Path, description = "Plan id")),
     responses((status = 204, description = "Deleted"),
         (status = 409, description = "`plan_in_use`: subscriptions refer to it", body = ErrorBody),

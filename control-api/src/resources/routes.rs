@@ -176,7 +176,7 @@ fn conflict_or(error: tokio_postgres::Error) -> ApiError {
 }
 
 /// Lists a tenant's routes, newest first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/routes", tag = "routes",
+#[utoipa::path(get, operation_id = "listRoutes", path = "/api/v1/tenants/{tenant_id}/routes", tag = "routes",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
     responses((status = 200, body = Page<RouteView>), (status = "4XX", body = ErrorBody)))]
@@ -210,7 +210,7 @@ pub async fn list(
 }
 
 /// Creates a route.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/routes", tag = "routes",
+#[utoipa::path(post, operation_id = "createRoute", path = "/api/v1/tenants/{tenant_id}/routes", tag = "routes",
     security(("bearer" = [])), request_body = CreateRoute,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = RouteView),
@@ -289,7 +289,7 @@ pub async fn create(
 }
 
 /// One route.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
+#[utoipa::path(get, operation_id = "getRoute", path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("route_id" = Uuid, Path, description = "Route id")),
@@ -313,7 +313,7 @@ pub async fn get(
 }
 
 /// Changes a route; fields left out keep their values.
-#[utoipa::path(patch, path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
+#[utoipa::path(patch, operation_id = "updateRoute", path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
     security(("bearer" = [])), request_body = UpdateRoute,
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("route_id" = Uuid, Path, description = "Route id")),
@@ -395,7 +395,7 @@ pub async fn update(
 }
 
 /// Deletes a route; proxies stop serving it on their next reload.
-#[utoipa::path(delete, path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
+#[utoipa::path(delete, operation_id = "deleteRoute", path = "/api/v1/tenants/{tenant_id}/routes/{route_id}", tag = "routes",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("route_id" = Uuid, Path, description = "Route id")),

@@ -58,7 +58,7 @@ fn view(row: &Row) -> SubscriptionView {
 }
 
 /// The subscription in force now (the latest started, as the proxy picks it).
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/subscription", tag = "subscriptions",
+#[utoipa::path(get, operation_id = "getSubscription", path = "/api/v1/tenants/{tenant_id}/subscription", tag = "subscriptions",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = SubscriptionView),
@@ -89,7 +89,7 @@ pub async fn get(
 
 /// Switches the tenant to a plan from now on: subscriptions in force end now, ones not yet
 /// started are withdrawn, and a new open-ended subscription starts, all in one transaction.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/subscription", tag = "subscriptions",
+#[utoipa::path(post, operation_id = "switchSubscription", path = "/api/v1/tenants/{tenant_id}/subscription", tag = "subscriptions",
     security(("bearer" = [])), request_body = SwitchPlan,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = SubscriptionView), (status = "4XX", body = ErrorBody)))]
@@ -176,7 +176,7 @@ pub struct SubscriptionHistoryItem {
 }
 
 /// A tenant's subscriptions, newest start first, with the one in force now marked.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/subscriptions", tag = "subscriptions",
+#[utoipa::path(get, operation_id = "listSubscriptions", path = "/api/v1/tenants/{tenant_id}/subscriptions", tag = "subscriptions",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
     responses((status = 200, body = Page<SubscriptionHistoryItem>),

@@ -63,7 +63,7 @@ fn tenant(row: &Row) -> Tenant {
 }
 
 /// Lists every tenant (platform admin).
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "listTenants", path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
     params(PageQuery),
     responses((status = 200, body = Page<Tenant>), (status = "4XX", body = ErrorBody)))]
 pub async fn list(
@@ -93,7 +93,7 @@ pub async fn list(
 }
 
 /// Creates a tenant (platform admin).
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "createTenant", path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
     request_body = CreateTenant,
     responses((status = 201, body = Tenant), (status = 409, description = "Slug taken", body = ErrorBody),
         (status = "4XX", body = ErrorBody)))]
@@ -145,7 +145,7 @@ pub async fn create(
 }
 
 /// One tenant (platform admin, or the tenant's own users).
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}", tag = "tenants", security(("bearer" = [])),
+#[utoipa::path(get, operation_id = "getTenant", path = "/api/v1/tenants/{tenant_id}", tag = "tenants", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
 pub async fn get(
@@ -167,7 +167,7 @@ pub async fn get(
 }
 
 /// Suspends a tenant: its keys stop working at the proxy and its users cannot log in.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/suspend", tag = "tenants",
+#[utoipa::path(post, operation_id = "suspendTenant", path = "/api/v1/tenants/{tenant_id}/suspend", tag = "tenants",
     security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
 pub async fn suspend(
@@ -186,7 +186,7 @@ pub async fn suspend(
 }
 
 /// Reactivates a suspended tenant.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/reactivate", tag = "tenants",
+#[utoipa::path(post, operation_id = "reactivateTenant", path = "/api/v1/tenants/{tenant_id}/reactivate", tag = "tenants",
     security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
 pub async fn reactivate(

@@ -115,7 +115,7 @@ async fn require_tenant(tx: &Transaction<'_>, tenant_id: Uuid) -> Result<(), Api
 }
 
 /// A tenant's usage in buckets of a minute, an hour or a UTC day, gap-filled with zeros.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/usage", tag = "usage",
+#[utoipa::path(get, operation_id = "getUsageSeries", path = "/api/v1/tenants/{tenant_id}/usage", tag = "usage",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), UsageQuery),
     responses((status = 200, body = UsageSeries),
@@ -236,7 +236,7 @@ fn period_quota(quota: Quota, used: i64) -> PeriodQuota {
 }
 
 /// The current UTC calendar month: billable requests so far, the plan and its quota.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/usage/current", tag = "usage",
+#[utoipa::path(get, operation_id = "getCurrentUsage", path = "/api/v1/tenants/{tenant_id}/usage/current", tag = "usage",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = CurrentPeriod), (status = "4XX", body = ErrorBody)))]

@@ -64,7 +64,7 @@ fn user(row: &Row) -> Result<User, ApiError> {
 }
 
 /// Lists a tenant's users, newest first.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/users", tag = "users",
+#[utoipa::path(get, operation_id = "listUsers", path = "/api/v1/tenants/{tenant_id}/users", tag = "users",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"), PageQuery),
     responses((status = 200, body = Page<User>), (status = "4XX", body = ErrorBody)))]
@@ -97,7 +97,7 @@ pub async fn list(
 }
 
 /// Creates a user in a tenant.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/users", tag = "users",
+#[utoipa::path(post, operation_id = "createUser", path = "/api/v1/tenants/{tenant_id}/users", tag = "users",
     security(("bearer" = [])), request_body = CreateUser,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = User),
@@ -168,7 +168,7 @@ pub async fn create(
 }
 
 /// One user of a tenant.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/users/{user_id}", tag = "users",
+#[utoipa::path(get, operation_id = "getUser", path = "/api/v1/tenants/{tenant_id}/users/{user_id}", tag = "users",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("user_id" = Uuid, Path, description = "User id")),
@@ -192,7 +192,7 @@ pub async fn get(
 }
 
 /// Disables a user: they can no longer log in or refresh their session.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant_id}/users/{user_id}/disable", tag = "users",
+#[utoipa::path(post, operation_id = "disableUser", path = "/api/v1/tenants/{tenant_id}/users/{user_id}/disable", tag = "users",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("user_id" = Uuid, Path, description = "User id")),

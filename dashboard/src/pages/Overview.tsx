@@ -1,0 +1,147 @@
+import { useMemo } from "react";
+import { api, call } from "../api/client";
+import { upcomingInvoice } from "../api/upcoming";
+import { startOfToday, totals, usageSeries } from "../api/usage";
+import { ErrorBanner, Loading } from "../components/feedback";
+import { QuotaMeter } from "../components/Meter";
+import { UsageChart } from "../components/UsageChart";
+import { formatCount, formatLatency, formatMoney, formatPercent, formatTime } from "../format";
+import { useLoad } from "../hooks";
+import { useSession } from "../session";
+
+export function OverviewPage({ tenantId }: { tenantId: string }) {
+  const { zone } = useSession();
+  const today = useLoad(async () => {
+    const from = startOfToday(zone === "utc");
+    const to = new Date();
+    const filter = { granularity: "hour" as const, from, to };
+    const [all, clientErrors, serverErrors] = await Promise.all([
+      usageSeries(tenantId, filter),
+      usageSeries(tenantId, { ...filter, statusClass: "4xx" }),
+      usageSeries(tenantId, { ...filter, statusClass: "5xx" }),
+    ]);
+    return { all, clientErrors: totals(clientErrors), serverErrors: totals(serverErrors) };
+  }, [tenantId, zone]);
+  const period = useLoad(() => call(() => api.GET("/api/v1/tenants/{tenant_id}/usage/current", { params: { path: { tenant_id: tenantId } } })), [tenantId]);
+  const upcoming = useLoad(() => upcomingInvoice(tenantId), [tenantId]);
+
+  const sum = today.data ? totals(today.data.all) : undefined;
+  const chart = useMemo(() => {
+    if (today.data === undefined) return undefined;
+    const buckets = today.data.all.buckets;
+    return {
+      times: buckets.map((b) => Date.parse(b.start) / 1000),
+      series: [{ label: "Requests", color: "#4f46e5", values: buckets.map((b) => b.requests) }],
+    };
+  }, [today.data]);
+
+  return (
+    <>
+      <section aria-labelledby="today-title">
+        <h2 id="today-title" className="section-title">
+          Today
+        </h2>
+        <ErrorBanner error={today.error} />
+        <div className="cards">
+          <Stat label="Requests today" value={sum ? formatCount(sum.requests) : "…"} testId="stat-requests" />
+          <Stat
+            label="Error rate (5xx)"
+            value={sum && today.data ? (sum.requests > 0 ? formatPercent(today.data.serverErrors.requests / sum.requests) : "—") : "…"}
+            hint={sum && today.data ? `${formatCount(today.data.clientErrors.requests)} client errors (4xx)` : undefined}
+            testId="stat-error-rate"
+          />
+          <Stat label="Mean latency" value={sum ? formatLatency(sum.meanLatencyUs) : "…"} hint="p95: not recorded by metering yet" testId="stat-latency" />
+          <Stat label="Billable today" value={sum ? formatCount(sum.billable) : "…"} testId="stat-billable" />
+        </div>
+        {chart !== undefined ? <UsageChart times={chart.times} series={chart.series} zone={zone} height={200} label="Requests per hour today" /> : today.loading ? <Loading /> : null}
+      </section>
+
+      <div className="grid-2">
+        <section className="panel" aria-labelledby="quota-title">
+          <h2 id="quota-title">This month</h2>
+          <ErrorBanner error={period.error} />
+          {period.data === undefined ? (
+            period.loading ? <Loading /> : null
+          ) : (
+            <>
+              <p className="muted">
+                {formatTime(period.data.period_start, zone, "date")} – {formatTime(period.data.period_end, zone, "date")} ·{" "}
+                {period.data.plan ? `Plan ${period.data.plan.name}` : "No subscription"}
+              </p>
+              {period.data.quota ? (
+                <>
+                  <QuotaMeter used={period.data.billable_requests} included={period.data.quota.included_requests} label="Monthly quota used" />
+                  <p className="muted">
+                    {period.data.quota.cap === "hard" ? "Hard cap: requests beyond the quota are refused." : "Soft cap: requests beyond the quota are billed as overage."}{" "}
+                    {formatCount(period.data.quota.remaining)} left
+                    {period.data.quota.overage > 0 ? `, ${formatCount(period.data.quota.overage)} over` : ""}.
+                  </p>
+                </>
+              ) : (
+                <p>
+                  <strong data-testid="quota-used">{formatCount(period.data.billable_requests)}</strong> billable requests; the plan has no quota.
+                </p>
+              )}
+            </>
+          )}
+        </section>
+
+        <section className="panel" aria-labelledby="bill-title">
+          <h2 id="bill-title">Projected bill</h2>
+          <ErrorBanner error={upcoming.error} />
+          {upcoming.data === undefined ? (
+            upcoming.loading ? <Loading /> : null
+          ) : upcoming.data === "unavailable" ? (
+            <p className="muted" data-testid="projected-unavailable">
+              Not available: this server does not project invoices yet.
+            </p>
+          ) : (
+            <>
+              <p className="big-number" data-testid="projected-total">
+                {formatMoney(upcoming.data.total_minor, upcoming.data.currency)}
+              </p>
+              <p className="muted">If usage continues at this month's rate; billed at the end of the period.</p>
+              {upcoming.data.lines && upcoming.data.lines.length > 0 ? (
+                <table className="table table-compact">
+                  <caption className="visually-hidden">Projected invoice lines</caption>
+                  <thead>
+                    <tr>
+                      <th scope="col">Line</th>
+                      <th scope="col" className="num">
+                        Quantity
+                      </th>
+                      <th scope="col" className="num">
+                        Amount
+                      </th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {upcoming.data.lines.map((line, i) => (
+                      <tr key={i}>
+                        <td>{line.description}</td>
+                        <td className="num">{formatCount(line.quantity)}</td>
+                        <td className="num">{formatMoney(line.amount_minor, upcoming.data !== "unavailable" && upcoming.data ? upcoming.data.currency : "USD")}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              ) : null}
+            </>
+          )}
+        </section>
+      </div>
+    </>
+  );
+}
+
+function Stat({ label, value, hint, testId }: { label: string; value: string; hint?: string | undefined; testId: string }) {
+  return (
+    <div className="card">
+      <p className="card-label">{label}</p>
+      <p className="card-value" data-testid={testId}>
+        {value}
+      </p>
+      {hint !== undefined ? <p className="card-hint">{hint}</p> : null}
+    </div>
+  );
+}
