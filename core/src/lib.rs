@@ -14,6 +14,7 @@ pub mod invoice_document;
 pub mod migrations;
 pub mod money;
 pub mod plan;
+pub mod upstream_policy;
 pub mod usage_event;
 
 pub use api_key::{
@@ -26,5 +27,9 @@ pub use money::{Currency, Money, MoneyError};
 pub use plan::{
     FailureMode, Plan, PlanError, PlanSpec, Pricing, PricingModel, Quota, QuotaCap, RatePolicy,
     RatedUsage, Tier, UsageCharge,
+};
+pub use upstream_policy::{
+    ENV_UPSTREAM_ALLOW_NETWORKS, IpNetwork, NetworkParseError, UpstreamPolicy, UpstreamRefusal,
+    parse_networks,
 };
 pub use usage_event::{EventDecodeError, Outcome, UsageData, UsageEvent};
