@@ -272,10 +272,13 @@ cmd_up() {
   set_stack_value DEMO_UPSTREAM_URL "http://$upstream"
 
   local gateway="127.0.0.1:$GATEWAY_PORT" gateway_admin="127.0.0.1:$GATEWAY_ADMIN_PORT"
+  # Upstreams on loopback are refused by default (SSRF); the demo upstream is allowed by name.
+  local allow_networks="127.0.0.1/32"
   start_service proxy "http://$gateway_admin/ready" env \
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
     TOLLGATE_REDIS_URL="$(stack_value REDIS_URL)" TOLLGATE_KAFKA_BROKERS="$(stack_value KAFKA_BROKERS)" \
     TOLLGATE_USAGE_SPOOL_DIR="$STATE_DIR/usage-spool" TOLLGATE_PROXY_GRACE_SECONDS=2 \
+    TOLLGATE_UPSTREAM_ALLOW_NETWORKS="$allow_networks" \
     TOLLGATE_PROXY_LISTEN="$gateway" TOLLGATE_PROXY_ADMIN_LISTEN="$gateway_admin" "$bin/tollgate-proxy"
   set_stack_value GATEWAY_URL "http://$gateway"
   set_stack_value GATEWAY_ADMIN_URL "http://$gateway_admin"
@@ -294,6 +297,7 @@ cmd_up() {
   start_service control-api "http://$control_api/ready" env \
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
     TOLLGATE_CONTROL_API_JWT_SECRET="$jwt_secret" TOLLGATE_CONTROL_API_KEY_ENV=test \
+    TOLLGATE_UPSTREAM_ALLOW_NETWORKS="$allow_networks" \
     TOLLGATE_CONTROL_API_LISTEN="$control_api" "$bin/tollgate-control-api" serve
   set_stack_value CONTROL_API_URL "http://$control_api"
   cat >&2 <<EOF

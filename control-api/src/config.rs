@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tollgate_core::{KeyEnv, KeyPepper};
+use tollgate_core::{KeyEnv, KeyPepper, UpstreamPolicy};
 
 use crate::error::ApiError;
 
@@ -146,6 +146,8 @@ pub struct ServiceConfig {
     pub refresh_token_ttl: Duration,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Internal networks route upstreams may name (none by default).
+    pub upstream_policy: UpstreamPolicy,
 }
 
 impl ServiceConfig {
@@ -160,6 +162,7 @@ impl ServiceConfig {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(12 * 60 * 60),
             max_body_bytes: 64 * 1024,
+            upstream_policy: UpstreamPolicy::strict(),
         }
     }
 }

@@ -17,7 +17,7 @@ use tollgate_control_api::config::{
 };
 use tollgate_control_api::pool::{self, PoolSettings};
 use tollgate_control_api::{AppState, ServiceConfig, build_app};
-use tollgate_core::KeyPepper;
+use tollgate_core::{KeyPepper, UpstreamPolicy};
 
 /// Environment variable holding the PostgreSQL URL.
 const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
@@ -62,6 +62,10 @@ struct ServeArgs {
     /// HTTP worker threads.
     #[arg(long, env = "TOLLGATE_CONTROL_API_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Internal networks (comma-separated CIDRs) route upstreams may name; loopback, private
+    /// and link-local upstreams are refused otherwise.
+    #[arg(long, env = tollgate_core::ENV_UPSTREAM_ALLOW_NETWORKS, default_value = "")]
+    upstream_allow_networks: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServiceConfig::new(JwtSecret::parse(&args.jwt_secret)?, key_pepper);
     config.cors_origins = CorsOrigins::parse(&args.cors_origins)?;
     config.key_env = parse_key_env(&args.key_env)?;
+    config.upstream_policy = UpstreamPolicy::parse(&args.upstream_allow_networks)?;
     let cors_origins = config.cors_origins.clone();
     let pool = pool::build(
         &args.database_url,

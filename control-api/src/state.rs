@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tollgate_core::{KeyEnv, KeyPepper};
+use tollgate_core::{KeyEnv, KeyPepper, UpstreamPolicy};
 
 use crate::auth::password;
 use crate::auth::throttle::LoginThrottle;
@@ -33,6 +33,8 @@ pub struct AppState {
     pub dummy_password_hash: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Which internal networks route upstreams may name.
+    pub upstream_policy: UpstreamPolicy,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             metrics: Arc::new(ApiMetrics::new()),
             dummy_password_hash,
             max_body_bytes: config.max_body_bytes,
+            upstream_policy: config.upstream_policy,
         })
     }
 }

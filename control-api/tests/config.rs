@@ -118,6 +118,44 @@ async fn routes_are_created_listed_updated_and_deleted_with_an_audit_trail() {
 }
 
 #[actix_web::test]
+async fn routes_to_internal_networks_get_422_naming_the_upstream() {
+    // The harness allows 127.0.0.1/32 only (TOLLGATE_UPSTREAM_ALLOW_NETWORKS).
+    let h = Harness::new().await;
+    let app = app!(h);
+    let admin = h.token(&h.own.admin);
+    let base = format!("/api/v1/tenants/{}/routes", h.own.id);
+    for internal in [
+        "127.0.0.2:9101",
+        "[::1]:58081",
+        "http://10.0.0.7:80",
+        "192.168.1.1:80",
+        "169.254.169.254:80",
+        "0.0.0.0:9101",
+    ] {
+        let body = json!({ "path_prefix": "/x", "upstreams": ["api.example.com:80", internal] });
+        let (status, answer) = call!(
+            app,
+            authed(TestRequest::post().uri(&base), &admin).set_json(&body)
+        );
+        assert_eq!(
+            (status, error_of(&answer)),
+            (422, (Some("invalid_field"), Some("upstreams[1]"))),
+            "{internal} → {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(internal), "{message}");
+    }
+    let route = format!("{base}/{}", h.own.route_id);
+    let (status, answer) = call!(
+        app,
+        authed(TestRequest::patch().uri(&route), &admin)
+            .set_json(json!({ "upstreams": ["localhost.:1", "127.0.0.1:8080"] }))
+    );
+    // `localhost` is loopback, judged as 127.0.0.1: allowed here, as the allowed address is.
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[actix_web::test]
 async fn bad_routes_get_422_naming_the_field_and_change_nothing() {
     let h = Harness::new().await;
     let app = app!(h);

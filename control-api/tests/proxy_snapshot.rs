@@ -17,6 +17,11 @@ use tollgate_core::{KeyPepper, ParsedApiKey};
 use tollgate_proxy::loader::{self, LoaderSettings};
 use tollgate_proxy::{KeyRejection, SnapshotHandle, load_snapshot};
 
+/// The fixtures' upstreams are on loopback, which the proxy refuses unless allowed.
+fn loopback_allowed() -> tollgate_core::UpstreamPolicy {
+    tollgate_core::UpstreamPolicy::parse("127.0.0.1/32").unwrap()
+}
+
 /// How long the revocation may take to reach the proxy.
 const REVOCATION_BUDGET: Duration = Duration::from_secs(1);
 
@@ -84,7 +89,9 @@ async fn a_key_created_through_the_api_works_at_the_proxy_and_is_refused_within_
 
     // A snapshot read now, as a proxy starting up would, accepts the key for its tenant.
     let mut client = h.db.client().await;
-    let fresh = load_snapshot(&mut client).await.unwrap();
+    let fresh = load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     let (tenant, record) = fresh
         .authenticate_key(
             &ParsedApiKey::parse(&secret).unwrap(),
@@ -127,7 +134,9 @@ async fn a_key_created_through_the_api_works_at_the_proxy_and_is_refused_within_
         "revocation took {refused_after:?} to reach the proxy"
     );
     // And a fresh snapshot agrees.
-    let fresh = load_snapshot(&mut client).await.unwrap();
+    let fresh = load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     assert_eq!(
         fresh
             .authenticate_key(
@@ -207,7 +216,9 @@ async fn routes_issuers_and_plans_written_through_the_api_load_into_the_proxy_sn
     );
     assert_eq!(status, 201, "{switched}");
 
-    let snapshot = load_snapshot(&mut h.db.client().await).await.unwrap();
+    let snapshot = load_snapshot(&mut h.db.client().await, &loopback_allowed())
+        .await
+        .unwrap();
     let tenant_id = tollgate_core::TenantId::from_uuid(h.own.id);
     let loaded = snapshot.routes[&tenant_id]
         .iter()
@@ -300,7 +311,9 @@ async fn a_plan_patched_through_the_api_changes_the_limits_the_running_proxy_app
         "the running proxy still applies {:?}",
         applied_rate()
     );
-    let fresh = load_snapshot(&mut h.db.client().await).await.unwrap();
+    let fresh = load_snapshot(&mut h.db.client().await, &loopback_allowed())
+        .await
+        .unwrap();
     let loaded = fresh.tenants[&tenant_id].plan.as_ref().unwrap();
     assert_eq!(loaded.name(), "Throttled");
     assert_eq!((loaded.rate(), loaded.quota()), want);

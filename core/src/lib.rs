@@ -17,6 +17,7 @@ pub mod plan;
 pub mod rating;
 #[cfg(feature = "db")]
 pub mod rating_inputs;
+pub mod upstream_policy;
 pub mod usage_event;
 
 pub use api_key::{
@@ -31,4 +32,8 @@ pub use plan::{
     RatedUsage, Tier, UsageCharge,
 };
 pub use rating::{BillingPeriod, RatedInvoice, RatingError};
+pub use upstream_policy::{
+    ENV_UPSTREAM_ALLOW_NETWORKS, IpNetwork, NetworkParseError, UpstreamPolicy, UpstreamRefusal,
+    parse_networks,
+};
 pub use usage_event::{EventDecodeError, Outcome, UsageData, UsageEvent};

@@ -344,6 +344,8 @@ impl Lab {
             ("TOLLGATE_PROXY_THREADS", s.workers.to_string()),
             ("TOLLGATE_PROXY_GRACE_SECONDS", "0".into()),
             ("TOLLGATE_PROXY_INSTANCE", "loadtest".into()),
+            // The upstreams of the load test listen on loopback, refused unless allowed.
+            ("TOLLGATE_UPSTREAM_ALLOW_NETWORKS", "127.0.0.1/32".into()),
             ("TOLLGATE_LOG", "warn".into()),
         ]
         .map(|(k, v)| (k.to_owned(), v))

@@ -33,7 +33,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tollgate_core::plan::{FailureMode, PlanSpec, Pricing, Quota};
-use tollgate_core::{KeyHash, KeyId, Plan, PlanId, RatePolicy, RouteId, TenantId};
+use tollgate_core::{
+    ENV_UPSTREAM_ALLOW_NETWORKS, KeyHash, KeyId, Plan, PlanId, RatePolicy, RouteId, TenantId,
+    UpstreamPolicy,
+};
 
 use crate::jwt::JwtIssuer;
 use crate::snapshot::{
@@ -209,8 +212,11 @@ fn invalid(field: String, problem: impl Into<String>) -> DeclarativeError {
     }
 }
 
-/// Reads and validates `path` into a snapshot.
-pub async fn load_file(path: &Path) -> Result<ConfigSnapshot, DeclarativeError> {
+/// Reads and validates `path` into a snapshot; upstreams must pass `policy`.
+pub async fn load_file(
+    path: &Path,
+    policy: &UpstreamPolicy,
+) -> Result<ConfigSnapshot, DeclarativeError> {
     let text = std::fs::read_to_string(path).map_err(|source| DeclarativeError::Read {
         path: path.to_owned(),
         source,
@@ -220,11 +226,15 @@ pub async fn load_file(path: &Path) -> Result<ConfigSnapshot, DeclarativeError> 
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-    build(config).await
+    build(config, policy).await
 }
 
-/// Converts the external form into a snapshot.
-pub async fn build(config: DeclarativeConfig) -> Result<ConfigSnapshot, DeclarativeError> {
+/// Converts the external form into a snapshot. An upstream that names an address `policy`
+/// refuses is refused with the file; names are checked again as they resolve.
+pub async fn build(
+    config: DeclarativeConfig,
+    policy: &UpstreamPolicy,
+) -> Result<ConfigSnapshot, DeclarativeError> {
     let mut snapshot = ConfigSnapshot::default();
     let mut plans_by_name = HashMap::new();
     for (i, entry) in config.plans.into_iter().enumerate() {
@@ -309,8 +319,17 @@ pub async fn build(config: DeclarativeConfig) -> Result<ConfigSnapshot, Declarat
                 ));
             }
             let mut upstream_addrs = Vec::new();
-            for upstream in &route.upstreams {
-                upstream_addrs.extend(crate::loader::resolve_upstream(upstream).await);
+            for (u, upstream) in route.upstreams.iter().enumerate() {
+                if let Err(refusal) = policy.check_host(upstream_host(upstream)) {
+                    return Err(invalid(
+                        at(&format!("routes[{r}].upstreams[{u}]")),
+                        format!(
+                            "{upstream} is {refusal}; allow its network with \
+                             {ENV_UPSTREAM_ALLOW_NETWORKS} if it is meant"
+                        ),
+                    ));
+                }
+                upstream_addrs.extend(crate::loader::resolve_upstream(upstream, policy).await);
             }
             routes.push(Arc::new(RouteConfig {
                 // Stable across reloads, like the plan ids.
@@ -353,13 +372,30 @@ pub async fn build(config: DeclarativeConfig) -> Result<ConfigSnapshot, Declarat
     Ok(snapshot)
 }
 
+/// The host of `host:port` or `scheme://host:port/…` (brackets of an IPv6 literal kept).
+fn upstream_host(upstream: &str) -> &str {
+    let rest = upstream
+        .split_once("://")
+        .map_or(upstream, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    }
+}
+
 fn decode_hash(hex: &str) -> Option<KeyHash> {
     KeyHash::from_slice(&tollgate_core::hex::decode(hex)?)
 }
 
 /// Loads `path` into `handle` and reloads it whenever its modification time changes, until
 /// `shutdown`. A bad file is logged and the last good snapshot stays.
-pub async fn run(path: PathBuf, handle: Arc<SnapshotHandle>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    path: PathBuf,
+    policy: UpstreamPolicy,
+    handle: Arc<SnapshotHandle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut loaded: Option<SystemTime> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -371,7 +407,7 @@ pub async fn run(path: PathBuf, handle: Arc<SnapshotHandle>, mut shutdown: watch
         if modified.is_none() || modified == loaded {
             continue;
         }
-        match load_file(&path).await {
+        match load_file(&path, &policy).await {
             Ok(snapshot) => {
                 tracing::info!(
                     path = %path.display(),
@@ -394,6 +430,36 @@ mod tests {
     use tollgate_core::{ApiKey, KeyEnv, KeyPepper};
 
     use super::*;
+
+    fn allow_loopback() -> UpstreamPolicy {
+        UpstreamPolicy::parse("127.0.0.1/32").unwrap()
+    }
+
+    #[tokio::test]
+    async fn internal_upstreams_are_refused_unless_allowed() {
+        let yaml = "tenants: [{id: 0192e4c2-7f4e-7cc0-8000-000000000001, slug: a, \
+                    routes: [{path_prefix: /, upstreams: ['localhost:9000', 'http://[::1]:80']}]}]";
+        let parse = || serde_yaml_ng::from_str::<DeclarativeConfig>(yaml).unwrap();
+        let error = build(parse(), &UpstreamPolicy::strict())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("tenants[0].routes[0].upstreams[0]"),
+            "{error}"
+        );
+        assert!(error.contains("localhost:9000 is loopback"), "{error}");
+        let error = build(parse(), &allow_loopback())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("tenants[0].routes[0].upstreams[1]"),
+            "{error}"
+        );
+        assert_eq!(upstream_host("http://[::1]:80/"), "[::1]");
+        assert_eq!(upstream_host("10.0.0.1:80"), "10.0.0.1");
+    }
 
     #[tokio::test]
     async fn a_file_becomes_a_snapshot_whose_keys_authenticate() {
@@ -425,7 +491,7 @@ tenants:
             tollgate_core::hex::encode(key.hash(&pepper).as_bytes())
         );
         let config: DeclarativeConfig = serde_yaml_ng::from_str(&yaml).unwrap();
-        let snapshot = build(config).await.unwrap();
+        let snapshot = build(config, &allow_loopback()).await.unwrap();
         let (tenant, record) = snapshot
             .authenticate_key(&key.as_parsed(), &pepper, OffsetDateTime::now_utc())
             .unwrap();
@@ -462,7 +528,10 @@ tenants:
         ];
         for (yaml, field) in cases {
             let config: DeclarativeConfig = serde_yaml_ng::from_str(yaml).unwrap();
-            let error = build(config).await.unwrap_err().to_string();
+            let error = build(config, &allow_loopback())
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(error.starts_with(field), "{yaml} → {error}");
         }
         let unknown = serde_yaml_ng::from_str::<DeclarativeConfig>("tenant: []");

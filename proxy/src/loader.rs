@@ -18,7 +18,7 @@ use tollgate_core::migrations::CONFIG_CHANNEL;
 use tollgate_core::plan::PlanSpec;
 use tollgate_core::{
     FailureMode, KeyHash, KeyId, Plan, PlanId, Pricing, Quota, QuotaCap, RatePolicy, RouteId,
-    TenantId,
+    TenantId, UpstreamPolicy,
 };
 use uuid::Uuid;
 
@@ -48,6 +48,8 @@ pub struct LoaderSettings {
     pub full_reload_every: Duration,
     /// Notifications arriving within this window are handled by one reload.
     pub debounce: Duration,
+    /// Which internal networks upstreams may resolve to (none by default).
+    pub upstream_policy: UpstreamPolicy,
 }
 
 impl LoaderSettings {
@@ -57,6 +59,7 @@ impl LoaderSettings {
             database_url: database_url.into(),
             full_reload_every: Duration::from_secs(30),
             debounce: Duration::from_millis(20),
+            upstream_policy: UpstreamPolicy::strict(),
         }
     }
 }
@@ -121,7 +124,7 @@ async fn follow(
         client
             .batch_execute(&format!("LISTEN {CONFIG_CHANNEL}"))
             .await?;
-        reload(&mut client, handle).await?;
+        reload(&mut client, handle, &settings.upstream_policy).await?;
         let mut timer = tokio::time::interval(settings.full_reload_every);
         timer.tick().await;
         loop {
@@ -133,9 +136,9 @@ async fn follow(
                     }
                     tokio::time::sleep(settings.debounce).await;
                     while notifications.try_recv().is_ok() {}
-                    reload(&mut client, handle).await?;
+                    reload(&mut client, handle, &settings.upstream_policy).await?;
                 }
-                _ = timer.tick() => reload(&mut client, handle).await?,
+                _ = timer.tick() => reload(&mut client, handle, &settings.upstream_policy).await?,
                 () = stopped(shutdown) => return Ok(()),
             }
         }
@@ -151,9 +154,13 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn reload(client: &mut Client, handle: &SnapshotHandle) -> Result<(), LoadError> {
+async fn reload(
+    client: &mut Client,
+    handle: &SnapshotHandle,
+    policy: &UpstreamPolicy,
+) -> Result<(), LoadError> {
     let started = std::time::Instant::now();
-    let snapshot = load_snapshot(client).await?;
+    let snapshot = load_snapshot(client, policy).await?;
     let (tenants, keys) = (snapshot.tenants.len(), snapshot.keys.len());
     handle.store(snapshot);
     tracing::debug!(
@@ -165,8 +172,12 @@ async fn reload(client: &mut Client, handle: &SnapshotHandle) -> Result<(), Load
     Ok(())
 }
 
-/// Reads the whole configuration in one consistent (repeatable-read) transaction.
-pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadError> {
+/// Reads the whole configuration in one consistent (repeatable-read) transaction. Upstream
+/// addresses `policy` refuses are left out of their routes.
+pub async fn load_snapshot(
+    client: &mut Client,
+    policy: &UpstreamPolicy,
+) -> Result<ConfigSnapshot, LoadError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -321,7 +332,7 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
     for mut route in routes {
         for upstream in &route.upstreams {
             if !resolved.contains_key(upstream) {
-                let addrs = resolve_upstream(upstream).await;
+                let addrs = resolve_upstream(upstream, policy).await;
                 resolved.insert(upstream.clone(), addrs);
             }
             route
@@ -365,8 +376,12 @@ pub(crate) fn order_routes(routes: &mut [Arc<RouteConfig>]) {
 
 /// Resolves `host:port` (optionally `http://host:port`). An upstream that does not resolve
 /// within 2 s, or asks for TLS (not built in), is left out with a warning; a route left with
-/// none answers 502.
-pub(crate) async fn resolve_upstream(upstream: &str) -> Vec<std::net::SocketAddr> {
+/// none answers 502. So is every address `policy` refuses (loopback, private, link-local…):
+/// checked here, on each resolution, because a name may come to resolve to one later.
+pub(crate) async fn resolve_upstream(
+    upstream: &str,
+    policy: &UpstreamPolicy,
+) -> Vec<std::net::SocketAddr> {
     if upstream.starts_with("https://") {
         tracing::warn!(
             upstream,
@@ -376,17 +391,29 @@ pub(crate) async fn resolve_upstream(upstream: &str) -> Vec<std::net::SocketAddr
     }
     let target = upstream.strip_prefix("http://").unwrap_or(upstream);
     let target = target.strip_suffix('/').unwrap_or(target);
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target)).await {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(error)) => {
-            tracing::warn!(upstream, %error, "Upstream does not resolve; skipped.");
-            Vec::new()
-        }
-        Err(_) => {
-            tracing::warn!(upstream, "Resolving the upstream timed out; skipped.");
-            Vec::new()
-        }
-    }
+    let resolved =
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target)).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(error)) => {
+                tracing::warn!(upstream, %error, "Upstream does not resolve; skipped.");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(upstream, "Resolving the upstream timed out; skipped.");
+                return Vec::new();
+            }
+        };
+    resolved
+        .filter(|addr| match policy.check_ip(addr.ip()) {
+            Ok(()) => true,
+            Err(refusal) => {
+                tracing::warn!(upstream, address = %addr.ip(), %refusal,
+                    "Upstream address refused: an internal network not allowed by \
+                     TOLLGATE_UPSTREAM_ALLOW_NETWORKS; skipped.");
+                false
+            }
+        })
+        .collect()
 }
 
 fn plan_from_row(row: &tokio_postgres::Row) -> Result<Plan, String> {

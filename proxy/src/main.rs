@@ -12,7 +12,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use tollgate_core::KeyPepper;
+use tollgate_core::{KeyPepper, UpstreamPolicy};
 use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining};
 use tollgate_proxy::gateway::{Gateway, GatewaySettings};
 use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
@@ -112,6 +112,10 @@ struct Cli {
     /// of waiting in memory: what a hard crash can lose while the broker is stalled.
     #[arg(long, env = "TOLLGATE_USAGE_STALL_MS", default_value_t = 500)]
     usage_stall_ms: u32,
+    /// Internal networks (comma-separated CIDRs) upstreams may be in; loopback, private and
+    /// link-local addresses are refused otherwise.
+    #[arg(long, env = tollgate_core::ENV_UPSTREAM_ALLOW_NETWORKS, default_value = "")]
+    upstream_allow_networks: String,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
     if cli.hash_key {
         return print_key_hash(&pepper);
     }
+    let upstream_policy = UpstreamPolicy::parse(&cli.upstream_allow_networks)?;
     let source = match (&cli.database_url, &cli.config_file) {
         (Some(url), _) => {
             let _: tokio_postgres::Config = url
@@ -142,7 +147,7 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("starting a runtime to check the config file")?;
             runtime
-                .block_on(declarative::load_file(path))
+                .block_on(declarative::load_file(path, &upstream_policy))
                 .context("TOLLGATE_PROXY_CONFIG_FILE is invalid")?;
             ConfigSource::File(path.clone())
         }
@@ -192,9 +197,15 @@ fn main() -> anyhow::Result<()> {
         async move {
             match source {
                 ConfigSource::Database(url) => {
-                    loader::run(LoaderSettings::new(url), snapshot, shutdown).await;
+                    let settings = LoaderSettings {
+                        upstream_policy,
+                        ..LoaderSettings::new(url)
+                    };
+                    loader::run(settings, snapshot, shutdown).await;
                 }
-                ConfigSource::File(path) => declarative::run(path, snapshot, shutdown).await,
+                ConfigSource::File(path) => {
+                    declarative::run(path, upstream_policy, snapshot, shutdown).await;
+                }
             }
         }
     })?;

@@ -155,29 +155,6 @@ async fn revocation_and_suspension_take_effect_within_one_second() {
     }
 }
 
-async fn add_route(f: &common::Fixture, prefix: &str, upstreams: &[String], extra: &str) {
-    let client = f.db.client().await;
-    let (columns, values) = extra.split_once('=').unwrap_or(("", ""));
-    let sql = format!(
-        "INSERT INTO routes (id, tenant_id, path_prefix, upstreams{}) \
-         VALUES (gen_random_uuid(), $1, $2, $3{})",
-        if columns.is_empty() {
-            String::new()
-        } else {
-            format!(", {columns}")
-        },
-        if values.is_empty() {
-            String::new()
-        } else {
-            format!(", {values}")
-        },
-    );
-    client
-        .execute(&sql, &[f.tenant.as_uuid(), &prefix, &upstreams])
-        .await
-        .unwrap();
-}
-
 fn closed_port() -> String {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     probe.local_addr().unwrap().to_string()
@@ -237,22 +214,22 @@ async fn upstream_failures_answer_502_and_504_idempotent_requests_are_retried_an
  {
     let upstream = echo_upstream().await;
     let f = fixture(upstream).await;
-    add_route(&f, "/dead", &[closed_port()], "").await;
-    add_route(
+    common::add_route(&f, "/dead", &[closed_port()], "").await;
+    common::add_route(
         &f,
         "/slow",
         &[silent_upstream().await],
         "read_timeout_ms=300",
     )
     .await;
-    add_route(
+    common::add_route(
         &f,
         "/pool",
         &[closed_port(), upstream.to_string()],
         "retries=1",
     )
     .await;
-    add_route(
+    common::add_route(
         &f,
         "/posts",
         &[closed_port(), upstream.to_string()],
@@ -303,7 +280,7 @@ async fn websocket_upgrades_pass_through_both_ways() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upstream = echo_upstream().await;
     let f = fixture(upstream).await;
-    add_route(&f, "/ws", &[upgrade_echo_upstream().await], "").await;
+    common::add_route(&f, "/ws", &[upgrade_echo_upstream().await], "").await;
     let proxy = start_proxy(&f).await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     let request = format!(
@@ -586,7 +563,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_stops_being_ready() {
     let upstream = echo_upstream().await;
     let f = fixture(upstream).await;
     let (slow, mut arrivals) = slow_upstream(Duration::from_millis(1500)).await;
-    add_route(&f, "/slow", &[slow], "").await;
+    common::add_route(&f, "/slow", &[slow], "").await;
     let mut proxy =
         common::start_proxy_with(&f, &[("TOLLGATE_PROXY_GRACE_SECONDS", "4".into())]).await;
     let auth = format!("x-api-key: {}\r\n", f.key.expose());

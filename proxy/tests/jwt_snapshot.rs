@@ -12,6 +12,11 @@ use tollgate_proxy::jwt::JwtRejection;
 use tollgate_test_support::TestDb;
 use tollgate_test_support::fixtures::insert_tenant;
 
+/// The fixtures' upstreams are on loopback, which the proxy refuses unless allowed.
+fn loopback_allowed() -> tollgate_core::UpstreamPolicy {
+    tollgate_core::UpstreamPolicy::parse("127.0.0.1/32").unwrap()
+}
+
 const RSA_PRIVATE_PEM: &str = include_str!("fixtures/jwt_rs256_test_only_private.pem");
 const RSA_PUBLIC_PEM: &str = include_str!("fixtures/jwt_rs256_test_only_public.pem");
 const HS256_SECRET: &str = "integration-hs256-secret-of-32-bytes-plus";
@@ -54,7 +59,9 @@ async fn a_token_from_a_stored_issuer_authenticates_to_its_tenant() {
     insert_issuer(&client, acme, "https://idp.acme", "RS256", RSA_PUBLIC_PEM).await;
     insert_issuer(&client, globex, "https://idp.globex", "HS256", HS256_SECRET).await;
 
-    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     assert_eq!(snapshot.issuers.len(), 2);
 
     let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap();
@@ -103,7 +110,9 @@ async fn a_suspended_tenant_is_refused_with_tenant_suspended() {
         .await
         .unwrap();
 
-    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     let hmac = EncodingKey::from_secret(HS256_SECRET.as_bytes());
     let rejection = snapshot
         .authenticate_jwt(
@@ -128,7 +137,9 @@ async fn an_issuer_whose_key_does_not_parse_is_skipped_and_the_rest_loads() {
     insert_issuer(&client, tenant, "https://broken.acme", "ES256", not_a_key).await;
     insert_issuer(&client, tenant, "https://idp.acme", "HS256", HS256_SECRET).await;
 
-    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     assert_eq!(snapshot.issuers.len(), 1);
     assert!(
         snapshot

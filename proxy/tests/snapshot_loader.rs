@@ -14,6 +14,11 @@ use tollgate_proxy::{KeyRejection, LoaderSettings, SnapshotHandle, loader};
 use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
 use tollgate_test_support::{FaultyLink, TestDb};
 
+/// The fixtures' upstreams are on loopback, which the proxy refuses unless allowed.
+fn loopback_allowed() -> tollgate_core::UpstreamPolicy {
+    tollgate_core::UpstreamPolicy::parse("127.0.0.1/32").unwrap()
+}
+
 fn pepper() -> KeyPepper {
     KeyPepper::from_bytes(&[5; 32]).unwrap()
 }
@@ -173,7 +178,9 @@ async fn a_snapshot_carries_the_current_plan_and_routes_most_specific_first() {
         )
         .await
         .unwrap();
-    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     let (tenant, _) = snapshot
         .authenticate_key(&key.as_parsed(), &pepper(), OffsetDateTime::now_utc())
         .unwrap();

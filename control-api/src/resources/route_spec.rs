@@ -1,6 +1,8 @@
 //! What a route may say, checked before it reaches the `routes` table: the schema's CHECKs
 //! would refuse most of this too, but without naming the field.
 
+use tollgate_core::UpstreamPolicy;
+
 use crate::error::ApiError;
 use crate::validate;
 
@@ -61,8 +63,9 @@ pub struct RouteInput {
 }
 
 impl RouteInput {
-    /// Checks every field; the error names the first bad one.
-    pub fn validate(self) -> Result<RouteSpec, ApiError> {
+    /// Checks every field; the error names the first bad one. Upstreams in internal networks
+    /// are refused unless `policy` allows them.
+    pub fn validate(self, policy: &UpstreamPolicy) -> Result<RouteSpec, ApiError> {
         let name = validate::optional_text("name", &self.name, 200)?;
         let host = self.host.map(|h| host("host", &h)).transpose()?;
         let path_prefix = path_prefix(&self.path_prefix)?;
@@ -76,7 +79,7 @@ impl RouteInput {
             .upstreams
             .iter()
             .enumerate()
-            .map(|(i, u)| upstream(&format!("upstreams[{i}]"), u))
+            .map(|(i, u)| upstream(&format!("upstreams[{i}]"), u, policy))
             .collect::<Result<Vec<_>, _>>()?;
         let connect_timeout_ms = bounded("connect_timeout_ms", self.connect_timeout_ms, 1, 60_000)?;
         let read_timeout_ms = bounded("read_timeout_ms", self.read_timeout_ms, 1, 600_000)?;
@@ -160,7 +163,7 @@ fn host(field: &str, value: &str) -> Result<String, ApiError> {
 }
 
 /// `host:port` or `http://host:port` (IPv6 in brackets); TLS to upstreams is not supported.
-fn upstream(field: &str, value: &str) -> Result<String, ApiError> {
+fn upstream(field: &str, value: &str, policy: &UpstreamPolicy) -> Result<String, ApiError> {
     let refuse = || {
         ApiError::invalid(
             field,
@@ -191,6 +194,16 @@ fn upstream(field: &str, value: &str) -> Result<String, ApiError> {
     if !name_ok {
         return Err(refuse());
     }
+    // A name is checked again by the proxy each time it resolves it.
+    if let Err(refusal) = policy.check_host(name) {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "{value} is {refusal}: routes may not forward to internal networks unless the \
+                 operator allows them"
+            ),
+        ));
+    }
     Ok(value.to_owned())
 }
 
@@ -216,8 +229,12 @@ mod tests {
         }
     }
 
+    fn loopback_allowed() -> UpstreamPolicy {
+        UpstreamPolicy::parse("127.0.0.1/32").unwrap()
+    }
+
     fn field_of(input: RouteInput) -> Option<String> {
-        match input.validate() {
+        match input.validate(&loopback_allowed()) {
             Err(ApiError::InvalidField { field, .. }) => field,
             other => panic!("expected a field error, got {other:?}"),
         }
@@ -232,7 +249,7 @@ mod tests {
             "[::1]:9000",
             "my_service:1",
         ] {
-            assert!(upstream("u", good).is_ok(), "{good}");
+            assert!(upstream("u", good, &allowing_all()).is_ok(), "{good}");
         }
         for bad in [
             "backend",
@@ -247,8 +264,41 @@ mod tests {
             "back end:80",
             "-x:80",
         ] {
-            assert!(upstream("u", bad).is_err(), "{bad}");
+            assert!(upstream("u", bad, &allowing_all()).is_err(), "{bad}");
         }
+    }
+
+    fn allowing_all() -> UpstreamPolicy {
+        UpstreamPolicy::parse("0.0.0.0/0,::/0").unwrap()
+    }
+
+    #[test]
+    fn internal_upstreams_are_refused_naming_the_upstream_unless_allowed() {
+        let strict = UpstreamPolicy::strict();
+        for internal in [
+            "127.0.0.1:8080",
+            "http://localhost:9101",
+            "[::1]:80",
+            "10.0.0.7:80",
+            "172.16.1.1:80",
+            "192.168.0.10:80",
+            "169.254.169.254:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "0.0.0.0:80",
+        ] {
+            let Err(ApiError::InvalidField { field, message }) =
+                upstream("upstreams[0]", internal, &strict)
+            else {
+                panic!("{internal} was accepted");
+            };
+            assert_eq!(field.as_deref(), Some("upstreams[0]"));
+            assert!(message.contains(internal), "{message}");
+        }
+        assert!(upstream("u", "api.example.com:443", &strict).is_ok());
+        assert!(upstream("u", "93.184.216.34:80", &strict).is_ok());
+        assert!(upstream("u", "127.0.0.1:8080", &loopback_allowed()).is_ok());
+        assert!(upstream("u", "10.0.0.7:80", &loopback_allowed()).is_err());
     }
 
     #[test]
@@ -325,7 +375,7 @@ mod tests {
             required_scope: Some("orders:read".into()),
             ..input()
         }
-        .validate()
+        .validate(&loopback_allowed())
         .unwrap();
         assert_eq!(spec.host.as_deref(), Some("api.example.com:8443"));
         assert_eq!(spec.retries, 1);

@@ -236,7 +236,7 @@ pub async fn create(
         max_body_bytes: body.max_body_bytes.unwrap_or(10 * 1024 * 1024),
         required_scope: body.required_scope,
     }
-    .validate()?;
+    .validate(&state.upstream_policy)?;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let exists = tx
@@ -352,7 +352,7 @@ pub async fn update(
         max_body_bytes: body.max_body_bytes.unwrap_or(current.max_body_bytes),
         required_scope: body.required_scope.unwrap_or(current.required_scope),
     }
-    .validate()?;
+    .validate(&state.upstream_policy)?;
     let row = tx
         .query_one(
             &format!(

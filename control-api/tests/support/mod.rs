@@ -9,7 +9,7 @@ use tollgate_control_api::auth::{Principal, Role};
 use tollgate_control_api::config::{JwtSecret, ThrottlePolicy};
 use tollgate_control_api::pool::{self, PoolSettings};
 use tollgate_control_api::{AppState, ServiceConfig};
-use tollgate_core::KeyPepper;
+use tollgate_core::{KeyPepper, UpstreamPolicy};
 use tollgate_test_support::TestDb;
 use tollgate_test_support::fixtures::{PlanLimits, insert_api_key, insert_tenant, subscribe};
 use uuid::Uuid;
@@ -54,6 +54,8 @@ impl Harness {
         );
         config.throttle = throttle;
         config.max_body_bytes = 16 * 1024;
+        // The fixtures' routes point at loopback, which is refused unless allowed.
+        config.upstream_policy = UpstreamPolicy::parse("127.0.0.1/32").unwrap();
         let pool = pool::build(db.url(), "database", PoolSettings::default()).unwrap();
         let state = web::Data::new(AppState::new(config, pool).unwrap());
         let client = db.client().await;

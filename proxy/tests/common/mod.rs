@@ -141,6 +141,8 @@ pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
             format!("127.0.0.1:{admin_port}"),
         )
         .env("TOLLGATE_PROXY_THREADS", "1")
+        // The echo upstreams listen on loopback, refused unless allowed; a test can override.
+        .env("TOLLGATE_UPSTREAM_ALLOW_NETWORKS", "127.0.0.1/32")
         .env("TOLLGATE_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
@@ -233,6 +235,31 @@ pub async fn fixture_with(upstream: SocketAddr, limits: PlanLimits) -> Fixture {
         tenant,
         key,
     }
+}
+
+/// Adds a route `prefix` → `upstreams` to the fixture's tenant; `extra` is `columns=values`
+/// for more columns (`strip_prefix, retries=true, 2`).
+pub async fn add_route(f: &Fixture, prefix: &str, upstreams: &[String], extra: &str) {
+    let client = f.db.client().await;
+    let (columns, values) = extra.split_once('=').unwrap_or(("", ""));
+    let sql = format!(
+        "INSERT INTO routes (id, tenant_id, path_prefix, upstreams{}) \
+         VALUES (gen_random_uuid(), $1, $2, $3{})",
+        if columns.is_empty() {
+            String::new()
+        } else {
+            format!(", {columns}")
+        },
+        if values.is_empty() {
+            String::new()
+        } else {
+            format!(", {values}")
+        },
+    );
+    client
+        .execute(&sql, &[f.tenant.as_uuid(), &prefix, &upstreams])
+        .await
+        .unwrap();
 }
 
 pub fn get(path: &str, auth: &str) -> String {
