@@ -342,6 +342,40 @@ def check_wait_for_toggle():
         raise CheckFailed(f"waitFor.enabled=false still renders init containers in {left}")
 
 
+def check_guide_numbers():
+    """The deployment guide's numbers are the defaults: CronJobs, aggregator, dashboard HPA,
+    gateway HPA resource targets, the four service accounts."""
+    docs = render_docs([ci_file("default")])
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    problems = []
+    for name, schedule, deadline, retries, kept in (("billing-hourly", "0 * * * *", 3600, 2, None),
+                                                     ("billing-monthly", "0 0 1 * *", 10800, 3, 12)):
+        cj = by[("CronJob", name)]["spec"]
+        job = cj["jobTemplate"]["spec"]
+        got = (cj["schedule"], cj["concurrencyPolicy"], job["activeDeadlineSeconds"], job["backoffLimit"])
+        if got != (schedule, "Forbid", deadline, retries):
+            problems.append(f"{name}: {got}")
+        if kept and cj["successfulJobsHistoryLimit"] != kept:
+            problems.append(f"{name}: keeps {cj['successfulJobsHistoryLimit']} runs, not {kept}")
+    if by[("Deployment", "usage-aggregator")]["spec"]["replicas"] != 2:
+        problems.append("usage aggregator replicas")
+    for name, lo, hi, cpu, mem in (("dashboard-api", 2, 10, 70, 80), ("gateway", 3, 20, 60, 70)):
+        h = by[("HorizontalPodAutoscaler", name)]["spec"]
+        targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in h["metrics"] if m["type"] == "Resource"}
+        if (h["minReplicas"], h["maxReplicas"], targets) != (lo, hi, {"cpu": cpu, "memory": mem}):
+            problems.append(f"{name} HPA: {h['minReplicas']}-{h['maxReplicas']} {targets}")
+    sas = {n for k, n in by if k == "ServiceAccount"} - {"migrations-sa"}
+    if sas != {"gateway-sa", "usage-aggregator-sa", "billing-engine-sa", "dashboard-api-sa"}:
+        problems.append(f"service accounts {sas}")
+    if {n for k, n in by if k == "Namespace"} != {"saas-platform"}:
+        problems.append("namespace")
+    hosts = {r["host"] for k, n in by if k == "Ingress" for r in by[(k, n)]["spec"]["rules"]}
+    if len(hosts) != 3:
+        problems.append(f"ingress hosts {hosts}")
+    if problems:
+        raise CheckFailed("\n".join(problems))
+
+
 def quantity(q):
     q = str(q)
     units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -584,6 +618,7 @@ def main():
         ("no Secret objects; pods non-root, read-only, no capabilities, RuntimeDefault", check_no_secret_objects_and_hardened_pods),
         ("gateway: spool claim per pod, retained; replicas and grace consistent; HPA as the guide", check_gateway_spool_and_grace),
         ("ResourceQuota admits every workload at its maximum", check_quota_fits_maxima),
+        ("the guide's numbers are the defaults", check_guide_numbers),
         ("toggle waitFor.enabled (init containers waiting for PostgreSQL and Redis)", check_wait_for_toggle),
         ("promtool check rules and test rules", check_promtool_rules),
         ("every alert has a firing and a silent test case", check_alert_tests_cover_every_alert),
