@@ -300,26 +300,36 @@ def quantity(q):
 
 def check_quota_fits_maxima():
     """The ResourceQuota admits every workload at its HPA maximum plus one surge pod each,
-    both CronJobs and the hooks at once: a quota that blocks a scale-up is an outage."""
-    docs = render_docs([ci_file("default")])
-    quota = next(d for d in docs if d["kind"] == "ResourceQuota")["spec"]["hard"]
-    hpas = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-    need = {"requests.cpu": 0.0, "requests.memory": 0.0, "limits.cpu": 0.0, "limits.memory": 0.0, "pods": 0}
-    for name, spec in pod_specs(docs):
-        kind = next(d["kind"] for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Pod", "Deployment", "StatefulSet", "Job", "CronJob"))
-        count = hpas.get(name) or next((d["spec"].get("replicas", 1) for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Deployment", "StatefulSet")), 1)
-        if kind in ("Deployment", "StatefulSet"):
-            count += 1
-        # Init containers run before the main ones: a pod is charged the larger of the two.
-        for field in ("requests", "limits"):
-            for res in ("cpu", "memory"):
-                main = sum(quantity(c["resources"][field][res]) for c in spec["containers"])
-                init = max([quantity(c["resources"][field][res]) for c in spec.get("initContainers", [])] or [0])
-                need[f"{field}.{res}"] += count * max(main, init)
-        need["pods"] += count
-    short = {k: (v, quantity(quota[k])) for k, v in need.items() if v > quantity(quota[k])}
-    if short:
-        raise CheckFailed(f"ResourceQuota below the maxima (needed, quota): {short}")
+    both CronJobs and the hooks at once, and the spool claims of the gateway at its maximum:
+    a quota that blocks a scale-up is an outage."""
+    problems = []
+    for values in ("default", "production"):
+        docs = render_docs([ci_file(values)])
+        quota = next(d for d in docs if d["kind"] == "ResourceQuota")["spec"]["hard"]
+        hpas = {d["spec"]["scaleTargetRef"]["name"]: d["spec"]["maxReplicas"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+        need = {"requests.cpu": 0.0, "requests.memory": 0.0, "limits.cpu": 0.0, "limits.memory": 0.0,
+                "pods": 0, "persistentvolumeclaims": 0, "requests.storage": 0.0}
+        for name, spec in pod_specs(docs):
+            owner = next(d for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Pod", "Deployment", "StatefulSet", "Job", "CronJob"))
+            count = hpas.get(name) or owner["spec"].get("replicas", 1) if owner["kind"] in ("Deployment", "StatefulSet") else 1
+            if owner["kind"] in ("Deployment", "StatefulSet"):
+                # A claim per ordinal, kept when scaled down: at most maxReplicas of them.
+                for claim in owner["spec"].get("volumeClaimTemplates", []):
+                    need["persistentvolumeclaims"] += count
+                    need["requests.storage"] += count * quantity(claim["spec"]["resources"]["requests"]["storage"])
+                count += 1
+            # Init containers run before the main ones: a pod is charged the larger of the two.
+            for field in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    main = sum(quantity(c["resources"][field][res]) for c in spec["containers"])
+                    init = max([quantity(c["resources"][field][res]) for c in spec.get("initContainers", [])] or [0])
+                    need[f"{field}.{res}"] += count * max(main, init)
+            need["pods"] += count
+        short = {k: (v, quantity(quota[k])) for k, v in need.items() if v > quantity(quota[k])}
+        if short:
+            problems.append(f"{values}: ResourceQuota below the maxima (needed, quota): {short}")
+    if problems:
+        raise CheckFailed("\n".join(problems))
 
 
 def main():
