@@ -59,6 +59,19 @@ def check_validate(name, kube):
         raise CheckFailed("no ServiceMonitor/PrometheusRule/issuer rendered to check")
 
 
+def check_newest_kubernetes_is_validated():
+    """KUBE_VERSIONS ends at the newest Kubernetes the installed validator has schemas for, so
+    a newer validator does not leave the newest release unchecked."""
+    import kubernetes_validate
+
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    versions = [tuple(map(int, m.group(1, 2))) for p in schemas.iterdir()
+                if (m := re.fullmatch(r"v(\d+)\.(\d+)\.\d+-local-strict", p.name))]
+    newest = "%d.%d.0" % max(versions)
+    if KUBE_VERSIONS[-1] != newest or KUBE_VERSIONS[0] != "%d.%d.0" % min(versions):
+        raise CheckFailed(f"the validator ships {'%d.%d' % min(versions)}..{newest}; KUBE_VERSIONS is {KUBE_VERSIONS}")
+
+
 def check_golden(name, update):
     text = helm_template([ci_file(name)]).stdout
     golden = GOLDEN / f"{name}.yaml"
@@ -345,6 +358,7 @@ def main():
     for name in VALUES_FILES:
         for kube in KUBE_VERSIONS:
             checks.append((f"render {name} valid for Kubernetes {kube}", lambda n=name, k=kube: check_validate(n, k)))
+    checks.append(("the oldest and newest Kubernetes the validator ships are the ones checked", check_newest_kubernetes_is_validated))
     for name in VALUES_FILES:
         checks.append((f"golden render {name}", lambda n=name: check_golden(n, args.update)))
     checks.append(("deploy/k8s matches a fresh render", lambda: check_plain_manifests(args.update)))
