@@ -88,6 +88,13 @@ scrape() {
 }
 scrape proxy "http://$proxy_admin/metrics"
 scrape metering "http://$metering_admin/metrics"
+# Consumer lag comes from librdkafka's statistics (every 5 s) once the group gave the
+# aggregator its partitions (the refused request above put an event on the topic): up to 20 s.
+deadline=$((SECONDS + 20))
+until grep -q '^metering_consumer_lag' "$WORK/metering.metrics" || [ $SECONDS -ge $deadline ]; do
+  sleep 1
+  scrape metering "http://$metering_admin/metrics" 2>/dev/null
+done
 # The control API serves /metrics on its admin listener (or, before it had one, beside the API).
 scrape control-api "http://$api_admin/metrics" "http://$api/metrics"
 
