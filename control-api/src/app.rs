@@ -68,6 +68,18 @@ fn routes() -> Vec<(Endpoint, Route)> {
         ),
         entry(Method::GET, "/api/v1/me", Auth, web::get().to(auth::me)),
         entry(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Auth,
+            web::post().to(auth::logout),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/me/password",
+            Auth,
+            web::post().to(auth::change_password),
+        ),
+        entry(
             Method::GET,
             "/api/v1/tenants",
             Auth,

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use actix_web::test::TestRequest;
 use serde_json::{Value, json};
 use support::{Harness, PASSWORD};
@@ -77,7 +75,7 @@ async fn login_refresh_and_me_round_trip() {
     );
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (401, Some("unauthenticated"))
+        (401, Some("invalid_refresh_token"))
     );
 }
 
@@ -90,40 +88,6 @@ async fn wrong_passwords_and_unknown_emails_get_the_same_answer() {
     assert_eq!((s1, s2), (401, 401));
     assert_eq!(wrong, unknown);
     assert_eq!(wrong["error"]["code"], "invalid_credentials");
-}
-
-#[actix_web::test]
-async fn repeated_failures_lock_the_account_with_retry_after() {
-    let h = Harness::with_throttle(ThrottlePolicy {
-        account_failures: 3,
-        account_window: Duration::from_secs(120),
-        ip_attempts: 100,
-        ip_window: Duration::from_secs(60),
-    })
-    .await;
-    let app = app!(h);
-    for _ in 0..3 {
-        assert_eq!(
-            call!(app, login(&h.own.viewer.email, "wrong password!")).0,
-            401
-        );
-    }
-    // Even the right password waits now.
-    let response =
-        actix_web::test::call_service(&app, login(&h.own.viewer.email, PASSWORD).to_request())
-            .await;
-    assert_eq!(response.status(), 429);
-    let retry_after: u64 = response
-        .headers()
-        .get("Retry-After")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((110..=120).contains(&retry_after), "{retry_after}");
-    // Another account is unaffected.
-    assert_eq!(call!(app, login(&h.own.admin.email, PASSWORD)).0, 200);
 }
 
 #[actix_web::test]

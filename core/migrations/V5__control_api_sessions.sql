@@ -1,0 +1,20 @@
+-- Control-API hardening: sessions that can end (logout, password change, refresh-token
+-- reuse), one successor per rotated API key, and JWT issuers unique per tenant only.
+
+-- One row per login. Every access token names its session, and the control API checks the
+-- session, its user and the user's tenant on every request, so ending any of them stops the
+-- token at once. Refresh tokens rotate: only `refresh_token_id` may be exchanged next; a
+-- validly signed older one is a replay, and its whole session is revoked.
+CREATE TABLE auth_sessions (
+    id               uuid PRIMARY KEY,
+    user_id          uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    refresh_token_id uuid NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    refreshed_at     timestamptz,
+    -- Slides forward with each refresh, by the refresh-token lifetime.
+    expires_at       timestamptz NOT NULL,
+    revoked_at       timestamptz,
+    revoked_reason   text CHECK (revoked_reason IN ('logout', 'refresh_token_reuse', 'password_change')),
+    CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL))
+);
+CREATE INDEX auth_sessions_user_idx ON auth_sessions (user_id) WHERE revoked_at IS NULL;
