@@ -298,8 +298,8 @@ fn routes() -> Vec<(Endpoint, Route)> {
     ]
 }
 
-/// Every API endpoint the application serves (besides `/health`, `/ready`, `/metrics` and
-/// `/api/v1/openapi.json`).
+/// Every API endpoint the application serves (besides `/health`, `/ready` and
+/// `/api/v1/openapi.json`; `/metrics` is on the admin listener, `ops::admin_app`).
 pub fn api_endpoints() -> Vec<Endpoint> {
     routes().into_iter().map(|(endpoint, _)| endpoint).collect()
 }
@@ -345,7 +345,6 @@ pub fn build_app(
     }
     app.route("/health", web::get().to(ops::health))
         .route("/ready", web::get().to(ops::ready))
-        .route("/metrics", web::get().to(ops::metrics))
         .route("/api/v1/openapi.json", web::get().to(ops::openapi_json))
         .default_service(web::to(not_found))
         .wrap(Condition::new(

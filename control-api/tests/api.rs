@@ -373,14 +373,44 @@ async fn health_ready_metrics_and_openapi_answer() {
     let app = app!(h);
     assert_eq!(call!(app, TestRequest::get().uri("/health")).0, 200);
     assert_eq!(call!(app, TestRequest::get().uri("/ready")).0, 200);
-    let response =
-        actix_web::test::call_service(&app, TestRequest::get().uri("/metrics").to_request()).await;
-    let body = actix_web::test::read_body(response).await;
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    // Metrics are not on the public port: only the admin listener serves them.
+    let (status, body) = call!(app, TestRequest::get().uri("/metrics"));
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let admin =
+        actix_web::test::init_service(tollgate_control_api::ops::admin_app(h.state.clone())).await;
+    assert_eq!(call!(admin, TestRequest::get().uri("/ready")).0, 200);
+    let scrape = |accept: Option<&'static str>| {
+        let mut req = TestRequest::get().uri("/metrics");
+        if let Some(accept) = accept {
+            req = req.insert_header(("Accept", accept));
+        }
+        req.to_request()
+    };
+    let response = actix_web::test::call_service(&admin, scrape(None)).await;
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = String::from_utf8(actix_web::test::read_body(response).await.to_vec()).unwrap();
     assert!(
-        text.contains("tollgate_control_api_http_requests_total"),
+        text.contains("# HELP tollgate_control_api_http_requests_total "),
         "{text}"
     );
+    assert!(!text.contains("# EOF"), "{text}");
+    tollgate_test_support::promtool::check_metrics(&text);
+    let response = actix_web::test::call_service(
+        &admin,
+        scrape(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")),
+    )
+    .await;
+    assert!(
+        response.headers().get("content-type").unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = String::from_utf8(actix_web::test::read_body(response).await.to_vec()).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
     let (status, doc) = call!(app, TestRequest::get().uri("/api/v1/openapi.json"));
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
