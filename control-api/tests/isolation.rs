@@ -110,9 +110,9 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
         ("DELETE", "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}") => {
             e([204, 204, 403], [204, 404, 404], no_body)
         }
-        ("GET", "/api/v1/plans" | "/api/v1/plans/{plan_id}") => {
-            e([200, 403, 403], [200, 403, 403], no_body)
-        }
+        ("GET", "/api/v1/plans") => e([200, 403, 403], [200, 403, 403], no_body),
+        // Tenant users read the plan they are subscribed to, and no other.
+        ("GET", "/api/v1/plans/{plan_id}") => e(reads, foreign_reads, no_body),
         ("POST", "/api/v1/plans") => e([201, 403, 403], [201, 403, 403], || {
             json!({
                 "name": format!("plan-{}", uuid::Uuid::now_v7().simple()),

@@ -18,3 +18,7 @@ CREATE TABLE auth_sessions (
     CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL))
 );
 CREATE INDEX auth_sessions_user_idx ON auth_sessions (user_id) WHERE revoked_at IS NULL;
+
+-- A rotated key names its successor: a second rotation while that successor is active is
+-- refused instead of leaving two active successors.
+ALTER TABLE api_keys ADD COLUMN replaced_by text REFERENCES api_keys (id) ON DELETE SET NULL;
