@@ -22,3 +22,10 @@ CREATE INDEX auth_sessions_user_idx ON auth_sessions (user_id) WHERE revoked_at 
 -- A rotated key names its successor: a second rotation while that successor is active is
 -- refused instead of leaving two active successors.
 ALTER TABLE api_keys ADD COLUMN replaced_by text REFERENCES api_keys (id) ON DELETE SET NULL;
+
+-- JWT issuers are unique per tenant only: a tenant can neither claim an issuer for the whole
+-- platform nor learn that another tenant uses it. The proxy finds a token's tenant by the
+-- registered key that verifies it (docs/architecture.md, "JWT issuers and tenants").
+ALTER TABLE jwt_issuers DROP CONSTRAINT jwt_issuers_issuer_audience_key;
+ALTER TABLE jwt_issuers ADD CONSTRAINT jwt_issuers_tenant_issuer_audience_key
+    UNIQUE (tenant_id, issuer, audience);
