@@ -155,7 +155,10 @@ mod tests {
         let missing = message_of(r#"{"email":"a@b","scopes":[],"inner":{}}"#);
         assert_eq!(missing, "`inner.depth` is required");
         let unknown = message_of(r#"{"email":"a@b","scopes":[],"admin":true}"#);
-        assert!(unknown.starts_with("`admin` is not a known field (expected"), "{unknown}");
+        assert!(
+            unknown.starts_with("`admin` is not a known field (expected"),
+            "{unknown}"
+        );
         let wrong_type = message_of(r#"{"email":"a@b","scopes":["x",3]}"#);
         assert_eq!(
             wrong_type,

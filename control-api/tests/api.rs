@@ -375,7 +375,10 @@ async fn health_ready_metrics_and_openapi_answer() {
     assert_eq!(call!(app, TestRequest::get().uri("/ready")).0, 200);
     // Metrics are not on the public port: only the admin listener serves them.
     let (status, body) = call!(app, TestRequest::get().uri("/metrics"));
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let admin =
         actix_web::test::init_service(tollgate_control_api::ops::admin_app(h.state.clone())).await;
     assert_eq!(call!(admin, TestRequest::get().uri("/ready")).0, 200);
@@ -400,11 +403,16 @@ async fn health_ready_metrics_and_openapi_answer() {
     tollgate_test_support::promtool::check_metrics(&text);
     let response = actix_web::test::call_service(
         &admin,
-        scrape(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")),
+        scrape(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )),
     )
     .await;
     assert!(
-        response.headers().get("content-type").unwrap()
+        response
+            .headers()
+            .get("content-type")
+            .unwrap()
             .to_str()
             .unwrap()
             .starts_with("application/openmetrics-text")

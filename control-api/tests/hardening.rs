@@ -39,7 +39,12 @@ async fn a_rotated_key_with_an_active_successor_cannot_be_rotated_again() {
         (409, Some("key_already_rotated")),
         "{body}"
     );
-    assert!(body["error"]["message"].as_str().unwrap().contains(&successor));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&successor)
+    );
     let active: i64 =
         h.db.client()
             .await
@@ -69,7 +74,10 @@ async fn a_rotated_key_with_an_active_successor_cannot_be_rotated_again() {
     )
     .1;
     let revoke = authed(
-        TestRequest::post().uri(&format!("{base}/{}/revoke", first["key"]["id"].as_str().unwrap())),
+        TestRequest::post().uri(&format!(
+            "{base}/{}/revoke",
+            first["key"]["id"].as_str().unwrap()
+        )),
         &admin,
     );
     assert_eq!(call!(app, revoke).0, 200);
@@ -113,7 +121,10 @@ async fn a_key_can_be_created_with_an_expiry() {
     assert_eq!(stored.map(|at| at.year()), Some(2099));
 
     for (body, field) in [
-        (json!({ "expires_at": "2001-01-01T00:00:00Z" }), "expires_at"),
+        (
+            json!({ "expires_at": "2001-01-01T00:00:00Z" }),
+            "expires_at",
+        ),
         (json!({ "expires_at": "next week" }), "expires_at"),
     ] {
         let (status, error) = call!(app, create(body));
@@ -152,7 +163,11 @@ async fn a_body_missing_a_nested_field_is_answered_naming_it() {
     let app = app!(h);
     let (status, body) = call!(
         app,
-        authed(TestRequest::post().uri("/api/v1/plans"), &h.token(&h.platform)).set_json(json!({
+        authed(
+            TestRequest::post().uri("/api/v1/plans"),
+            &h.token(&h.platform)
+        )
+        .set_json(json!({
             "name": "graduated without tiers",
             "rate": { "requests_per_second": 10, "burst": 20 },
             "pricing": { "currency": "USD", "base_fee_minor": 0, "model": "graduated" },

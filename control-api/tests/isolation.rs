@@ -35,9 +35,11 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
         ("GET", "/api/v1/me") => e(reads, reads, no_body),
         // The caller's own session and password: no tenant in the path.
         ("POST", "/api/v1/auth/logout") => e([204; 3], [204; 3], no_body),
-        ("POST", "/api/v1/me/password") => e([204; 3], [204; 3], || {
-            json!({ "current_password": support::PASSWORD, "new_password": support::PASSWORD })
-        }),
+        ("POST", "/api/v1/me/password") => e(
+            [204; 3],
+            [204; 3],
+            || json!({ "current_password": support::PASSWORD, "new_password": support::PASSWORD }),
+        ),
         ("GET", "/api/v1/tenants") => e([200, 403, 403], [200, 403, 403], no_body),
         ("POST", "/api/v1/tenants") => e(
             [201, 403, 403],

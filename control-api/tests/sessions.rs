@@ -68,7 +68,11 @@ async fn suspending_a_tenant_or_disabling_a_user_stops_their_tokens_at_once() {
     assert_eq!(call!(app, suspend).0, 200);
     // The very next request, with a token that has not expired, is refused: writes and reads.
     let (status, body) = call!(app, create_key());
-    assert_eq!((status, error_code(&body)), (401, "session_ended"), "{body}");
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "session_ended"),
+        "{body}"
+    );
     assert!(
         body["error"]["message"]
             .as_str()
@@ -212,13 +216,14 @@ async fn guesses_from_one_address_slow_that_address_down_and_never_lock_the_owne
         assert_eq!(status, 401);
     }
     // The attacker's address now waits, even with the right password...
-    let response = actix_web::test::call_service(
-        &app,
-        login_from("192.0.2.66", email, PASSWORD).to_request(),
-    )
-    .await;
+    let response =
+        actix_web::test::call_service(&app, login_from("192.0.2.66", email, PASSWORD).to_request())
+            .await;
     assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers().get("Retry-After").unwrap()
+    let retry_after: u64 = response
+        .headers()
+        .get("Retry-After")
+        .unwrap()
         .to_str()
         .unwrap()
         .parse()
@@ -228,7 +233,10 @@ async fn guesses_from_one_address_slow_that_address_down_and_never_lock_the_owne
     assert_eq!(body["error"]["code"], "too_many_requests");
     assert_eq!(body["error"]["retry_after_secs"], retry_after);
     // ...while the owner, at their own address, logs in at once.
-    assert_eq!(call!(app, login_from("198.51.100.7", email, PASSWORD)).0, 200);
+    assert_eq!(
+        call!(app, login_from("198.51.100.7", email, PASSWORD)).0,
+        200
+    );
 }
 
 #[actix_web::test]
@@ -237,7 +245,10 @@ async fn token_mistakes_are_named() {
     let app = app!(h);
     let tokens = call!(app, login(&h.own.admin.email, PASSWORD)).1;
     let (status, body) = call!(app, me(&tokens["refresh_token"]));
-    assert_eq!((status, error_code(&body)), (401, "refresh_token_as_bearer"));
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "refresh_token_as_bearer")
+    );
     assert!(
         body["error"]["message"]
             .as_str()

@@ -122,9 +122,7 @@ mod tests {
     fn registry() -> Registry {
         let mut registry = Registry::with_prefix("svc");
         let requests = Family::<Labels, Counter>::default();
-        requests
-            .get_or_create(&Labels { outcome: "ok" })
-            .inc_by(3);
+        requests.get_or_create(&Labels { outcome: "ok" }).inc_by(3);
         registry.register("requests", "Requests served", requests);
         let depth = Gauge::<i64>::default();
         depth.set(7);
@@ -151,7 +149,10 @@ mod tests {
         assert!(text.contains("# TYPE svc_latency_seconds histogram\n"));
         assert!(text.contains("svc_latency_seconds_bucket{le=\"1.0\"} 1\n"));
         assert!(text.contains("# TYPE svc_build_info gauge\nsvc_build_info{version=\"1.0\"} 1\n"));
-        assert!(!text.contains("# UNIT") && !text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             let family = ["_bucket", "_sum", "_count"]

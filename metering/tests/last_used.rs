@@ -12,7 +12,12 @@ use tollgate_metering::UsageStore;
 use tollgate_test_support::TestDb;
 use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
 
-fn event(tenant: TenantId, key: &tollgate_core::ApiKey, at: OffsetDateTime, outcome: Outcome) -> UsageEvent {
+fn event(
+    tenant: TenantId,
+    key: &tollgate_core::ApiKey,
+    at: OffsetDateTime,
+    outcome: Outcome,
+) -> UsageEvent {
     UsageEvent {
         id: EventId::new(),
         source: Arc::from("test-proxy"),
@@ -22,7 +27,11 @@ fn event(tenant: TenantId, key: &tollgate_core::ApiKey, at: OffsetDateTime, outc
             key_id: Some(key.id()),
             route_id: None,
             method: "GET".into(),
-            status: if outcome == Outcome::Unauthorized { 401 } else { 200 },
+            status: if outcome == Outcome::Unauthorized {
+                401
+            } else {
+                200
+            },
             outcome,
             request_bytes: 10,
             response_bytes: 20,
@@ -32,7 +41,10 @@ fn event(tenant: TenantId, key: &tollgate_core::ApiKey, at: OffsetDateTime, outc
     }
 }
 
-async fn last_used(client: &tokio_postgres::Client, key: &tollgate_core::ApiKey) -> Option<OffsetDateTime> {
+async fn last_used(
+    client: &tokio_postgres::Client,
+    key: &tollgate_core::ApiKey,
+) -> Option<OffsetDateTime> {
     client
         .query_one(
             "SELECT last_used_at FROM api_keys WHERE id = $1",
@@ -64,7 +76,10 @@ async fn a_batch_moves_last_used_at_forward_without_notifying_the_proxies() {
             }
         }
     });
-    listener.batch_execute("LISTEN tollgate_config").await.unwrap();
+    listener
+        .batch_execute("LISTEN tollgate_config")
+        .await
+        .unwrap();
 
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let minutes = |n: i64| now - time::Duration::minutes(n);

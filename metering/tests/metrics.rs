@@ -12,7 +12,8 @@ use tollgate_metering::{Health, Metrics, admin};
 /// One request on a fresh connection (`Connection: close`): the whole response as text.
 async fn get(addr: std::net::SocketAddr, headers: &str) -> String {
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n{headers}\r\n");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n{headers}\r\n");
     conn.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     conn.read_to_string(&mut response).await.unwrap();
@@ -28,7 +29,9 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_only_when_asked_for() {
     metrics.batch_duration_seconds.observe(0.02);
     metrics
         .dead_lettered
-        .get_or_create(&ReasonLabel { reason: "malformed" })
+        .get_or_create(&ReasonLabel {
+            reason: "malformed",
+        })
         .inc();
     metrics
         .consumer_lag
@@ -51,7 +54,10 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_only_when_asked_for() {
             .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
         "{head}"
     );
-    assert!(text.contains("# HELP metering_events_inserted_total "), "{text}");
+    assert!(
+        text.contains("# HELP metering_events_inserted_total "),
+        "{text}"
+    );
     tollgate_test_support::promtool::check_metrics(text);
 
     let response = get(

@@ -202,9 +202,8 @@ impl JwtIssuer {
     /// curve points as raw bytes, RSA keys as modulus and exponent (`rsa_key` normalises
     /// PKCS#1 and SPKI to those).
     fn same_key(&self, other: &Self) -> bool {
-        let significant = |bytes: &[u8]| -> Vec<u8> {
-            bytes.iter().copied().skip_while(|b| *b == 0).collect()
-        };
+        let significant =
+            |bytes: &[u8]| -> Vec<u8> { bytes.iter().copied().skip_while(|b| *b == 0).collect() };
         self.algorithm == other.algorithm
             && match (self.key.kind(), other.key.kind()) {
                 (DecodingKeyKind::SecretOrDer(a), DecodingKeyKind::SecretOrDer(b)) => a == b,

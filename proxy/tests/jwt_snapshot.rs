@@ -166,7 +166,10 @@ async fn tenants_sharing_an_issuer_are_told_apart_by_key_and_a_copied_key_wins_n
     let now = OffsetDateTime::now_utc();
     let acme_token = token(Algorithm::RS256, &rsa, "https://idp.shared");
     let globex_token = token(Algorithm::HS256, &hmac, "https://idp.shared");
-    assert_eq!(snapshot.authenticate_jwt(&acme_token, now).unwrap().0.id, acme);
+    assert_eq!(
+        snapshot.authenticate_jwt(&acme_token, now).unwrap().0.id,
+        acme
+    );
     assert_eq!(
         snapshot.authenticate_jwt(&globex_token, now).unwrap().0.id,
         globex
@@ -175,7 +178,14 @@ async fn tenants_sharing_an_issuer_are_told_apart_by_key_and_a_copied_key_wins_n
     // A third tenant registers acme's public key (public keys are public) for the same
     // issuer: the tokens cannot be attributed any more, so they are refused for everyone
     // rather than handed to the copy.
-    insert_issuer(&client, mallory, "https://idp.shared", "RS256", RSA_PUBLIC_PEM).await;
+    insert_issuer(
+        &client,
+        mallory,
+        "https://idp.shared",
+        "RS256",
+        RSA_PUBLIC_PEM,
+    )
+    .await;
     let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
     assert_eq!(
         snapshot.authenticate_jwt(&acme_token, now).unwrap_err(),

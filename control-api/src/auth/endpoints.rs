@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
+use crate::auth::password;
 use crate::auth::principal::{Authenticated, Principal, Role};
 use crate::auth::session::{self, EndReason, IssuedTokens};
 use crate::auth::throttle::retry_after_secs;
-use crate::auth::password;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -219,8 +219,8 @@ pub async fn change_password(
         &[&user_id, &new_hash],
     )
     .await?;
-    let ended = session::end_others(&tx, user_id, caller.session_id, EndReason::PasswordChange)
-        .await?;
+    let ended =
+        session::end_others(&tx, user_id, caller.session_id, EndReason::PasswordChange).await?;
     audit::record(
         &tx,
         &caller.principal,

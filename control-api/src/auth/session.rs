@@ -148,17 +148,13 @@ pub async fn end_others(
         .await?)
 }
 
-async fn end_in(
-    tx: &Transaction<'_>,
-    session_id: Uuid,
-    reason: EndReason,
-) -> Result<(), ApiError> {
+async fn end_in(tx: &Transaction<'_>, session_id: Uuid, reason: EndReason) -> Result<(), ApiError> {
     tx.execute(
-            "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2 \
+        "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = $2 \
               WHERE id = $1 AND revoked_at IS NULL",
-            &[&session_id, &reason.as_str()],
-        )
-        .await?;
+        &[&session_id, &reason.as_str()],
+    )
+    .await?;
     Ok(())
 }
 

@@ -99,7 +99,11 @@ impl TokenSigner {
     }
 
     /// Issues an access token for `principal` in session `session_id`.
-    pub fn issue_access(&self, principal: &Principal, session_id: Uuid) -> Result<String, ApiError> {
+    pub fn issue_access(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+    ) -> Result<String, ApiError> {
         self.issue(principal, TokenKind::Access, session_id, None)
     }
 
@@ -209,7 +213,10 @@ mod tests {
         let access = signer.issue_access(&principal, sid).unwrap();
         let verified = signer.verify(&access, TokenKind::Access).unwrap();
         assert_eq!(verified.principal, principal);
-        assert_eq!((verified.session_id, verified.refresh_token_id), (sid, None));
+        assert_eq!(
+            (verified.session_id, verified.refresh_token_id),
+            (sid, None)
+        );
         assert!(matches!(
             signer.verify(&access, TokenKind::Refresh),
             Err(ApiError::InvalidRefreshToken)
