@@ -163,8 +163,9 @@ async fn end_in(tx: &Transaction<'_>, session_id: Uuid, reason: EndReason) -> Re
 /// database, not from the token.
 pub async fn check(state: &AppState, token: &VerifiedToken) -> Result<Principal, ApiError> {
     let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
+    // Prepared once per pooled connection: this runs on every authenticated request.
+    let statement = client
+        .prepare_cached(
             "SELECT u.email, u.role, u.tenant_id, \
                     s.revoked_at IS NULL AND s.expires_at > now(), \
                     u.disabled_at IS NULL, \
@@ -172,8 +173,10 @@ pub async fn check(state: &AppState, token: &VerifiedToken) -> Result<Principal,
                FROM auth_sessions s JOIN users u ON u.id = s.user_id \
                LEFT JOIN tenants t ON t.id = u.tenant_id \
               WHERE s.id = $1 AND s.user_id = $2",
-            &[&token.session_id, &token.principal.user_id],
         )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&token.session_id, &token.principal.user_id])
         .await?
         .ok_or(ApiError::SessionEnded {
             reason: "the session has ended",
