@@ -55,8 +55,26 @@ async fn make_up_flow_creates_the_admin_once_and_serves_logins() {
         first,
         "a working password is kept"
     );
+    // A session of the old password's holder...
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO auth_sessions (id, user_id, refresh_token_id, expires_at) \
+             SELECT gen_random_uuid(), id, gen_random_uuid(), now() + interval '1 hour' \
+               FROM users WHERE email = 'admin@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
     let replaced = create_admin(&db, "not the password");
     assert_ne!(replaced, first, "a stale password is replaced");
+    // ...ends with the replaced password.
+    let reason: Option<String> = client
+        .query_one("SELECT revoked_reason FROM auth_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason.as_deref(), Some("password_change"));
 
     let free_addr = || {
         let port = TcpListener::bind("127.0.0.1:0")
