@@ -80,8 +80,8 @@ cat >"$WORK/schemathesis.toml" <<EOF
 EOF
 TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
   TOLLGATE_CONTROL_API_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
-  TOLLGATE_CONTROL_API_LISTEN=127.0.0.1:$PORT TOLLGATE_CONTROL_API_WORKERS=2 \
-  TOLLGATE_UPSTREAM_ALLOW_NETWORKS=127.0.0.1/32 \
+  TOLLGATE_CONTROL_API_LISTEN=127.0.0.1:$PORT TOLLGATE_CONTROL_API_ADMIN_LISTEN=127.0.0.1:0 \
+  TOLLGATE_CONTROL_API_WORKERS=2 TOLLGATE_UPSTREAM_ALLOW_NETWORKS=127.0.0.1/32 \
   "$bin" serve >"$WORK/control-api.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -99,12 +99,14 @@ token=$(curl -sf "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
 
 log "running against $base (max ${SCHEMATHESIS_MAX_EXAMPLES:-30} examples per operation)"
 # The login and refresh endpoints are driven too, with the admin's token still attached;
-# their throttling answers 429 as documented.
+# their throttling answers 429 as documented. Logout is left out: it would end the session of
+# the one token every other operation uses (the Rust tests cover it).
 status=0
 # From the work directory: schemathesis keeps its example database in the current one.
 cd "$WORK"
 "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$base/api/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
+  --exclude-path /api/v1/auth/logout \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \

@@ -29,6 +29,7 @@ GATEWAY_PORT=${TOLLGATE_GATEWAY_PORT:-58080}
 GATEWAY_ADMIN_PORT=${TOLLGATE_GATEWAY_ADMIN_PORT:-58081}
 DEMO_UPSTREAM_PORT=${TOLLGATE_DEMO_UPSTREAM_PORT:-58090}
 CONTROL_API_PORT=${TOLLGATE_CONTROL_API_PORT:-58083}
+CONTROL_API_ADMIN_PORT=${TOLLGATE_CONTROL_API_ADMIN_PORT:-58084}
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
 # The broker is tansu with our patches (scripts/tansu/*.patch, each explained in its header).
@@ -288,6 +289,7 @@ cmd_up() {
   grep -qE '^TOLLGATE_CONTROL_API_JWT_SECRET=' "$SECRETS_ENV" ||
     (umask 077; printf 'TOLLGATE_CONTROL_API_JWT_SECRET=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$SECRETS_ENV")
   local jwt_secret admin_email admin_password control_api="127.0.0.1:$CONTROL_API_PORT"
+  local control_api_admin="127.0.0.1:$CONTROL_API_ADMIN_PORT"
   jwt_secret=$(grep -E '^TOLLGATE_CONTROL_API_JWT_SECRET=' "$SECRETS_ENV" | cut -d= -f2-)
   admin_email=$(stack_value ADMIN_EMAIL); admin_email=${admin_email:-admin@tollgate.local}
   admin_password=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_ADMIN_EMAIL=$admin_email \
@@ -298,8 +300,10 @@ cmd_up() {
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
     TOLLGATE_CONTROL_API_JWT_SECRET="$jwt_secret" TOLLGATE_CONTROL_API_KEY_ENV=test \
     TOLLGATE_UPSTREAM_ALLOW_NETWORKS="$allow_networks" \
-    TOLLGATE_CONTROL_API_LISTEN="$control_api" "$bin/tollgate-control-api" serve
+    TOLLGATE_CONTROL_API_LISTEN="$control_api" TOLLGATE_CONTROL_API_ADMIN_LISTEN="$control_api_admin" \
+    "$bin/tollgate-control-api" serve
   set_stack_value CONTROL_API_URL "http://$control_api"
+  set_stack_value CONTROL_API_ADMIN_URL "http://$control_api_admin"
   cat >&2 <<EOF
 
 Tollgate's local stack is up. Connection details: .tollgate/stack.env
@@ -311,7 +315,7 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Gateway     http://$gateway   (admin http://$gateway_admin/ready, /metrics)
   Metering    http://$metering_admin/metrics
   Control API http://$control_api/api/v1   (OpenAPI at /api/v1/openapi.json; admin $admin_email,
-              password ADMIN_PASSWORD in stack.env)
+              password ADMIN_PASSWORD in stack.env; /metrics at http://$control_api_admin/metrics)
   Logs        $STATE_DIR/run/*.log
 
 Next:

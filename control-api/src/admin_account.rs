@@ -63,6 +63,13 @@ pub async fn ensure_admin(
                 &[&id, &hash],
             )
             .await?;
+            // Whoever held the old password's sessions is signed out with it.
+            tx.execute(
+                "UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'password_change' \
+                 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[&id],
+            )
+            .await?;
             (id, "user.reset_password")
         }
         None => {

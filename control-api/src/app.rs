@@ -87,6 +87,18 @@ fn routes() -> Vec<(Endpoint, Route)> {
         ),
         entry(Method::GET, "/api/v1/me", Auth, web::get().to(auth::me)),
         entry(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Auth,
+            web::post().to(auth::logout),
+        ),
+        entry(
+            Method::POST,
+            "/api/v1/me/password",
+            Auth,
+            web::post().to(auth::change_password),
+        ),
+        entry(
             Method::GET,
             "/api/v1/tenants",
             Auth,
@@ -311,8 +323,8 @@ fn routes() -> Vec<(Endpoint, Route)> {
     ]
 }
 
-/// Every API endpoint the application serves (besides `/health`, `/ready`, `/metrics` and
-/// `/api/v1/openapi.json`).
+/// Every API endpoint the application serves (besides `/health`, `/ready` and
+/// `/api/v1/openapi.json`; `/metrics` is on the admin listener, `ops::admin_app`).
 pub fn api_endpoints() -> Vec<Endpoint> {
     routes().into_iter().map(|(endpoint, _)| endpoint).collect()
 }
@@ -364,7 +376,6 @@ pub fn build_app(
     }
     app.route("/health", web::get().to(ops::health))
         .route("/ready", web::get().to(ops::ready))
-        .route("/metrics", web::get().to(ops::metrics))
         .route("/api/v1/openapi.json", web::get().to(ops::openapi_json))
         .configure(crate::dashboard::configure)
         .default_service(web::to(not_found))

@@ -1,5 +1,5 @@
 //! The JSON body extractor: size-limited, `application/json` only, and errors that name the
-//! field (`scopes[1]: invalid type: integer, expected a string`) with stable codes.
+//! field (`` `scopes[1]`: invalid type: integer `3`, expected a string``) with stable codes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,13 +62,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 message: format!("the body is not valid JSON: {inner}"),
             };
         }
-        let message = inner.to_string();
-        let field = if path == "." {
-            named_in_message(&message)
-        } else {
-            Some(path)
-        };
-        ApiError::InvalidField { field, message }
+        let (field, message) = describe(&path, &without_position(&inner));
+        ApiError::InvalidField {
+            field: Some(field).filter(|f| !f.is_empty()),
+            message,
+        }
     })?;
     deserializer.end().map_err(|e| ApiError::BadRequest {
         code: "invalid_json",
@@ -78,12 +76,56 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// serde names a missing or unknown field only in its message: "missing field `email`".
-fn named_in_message(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("missing field `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
-    rest.split('`').next().map(str::to_owned)
+/// serde_json's message without its " at line 1 column 155", which means nothing to a
+/// client that sent one line of JSON.
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    message
+        .strip_suffix(&position)
+        .map_or(message.clone(), str::to_owned)
+}
+
+/// The field a message is about and a message that names it. serde names a missing or
+/// unknown field only in its message ("missing field `tiers`"), and the path then points at
+/// the object that lacks it (`pricing`), so the two are joined: `pricing.tiers`.
+fn describe(path: &str, message: &str) -> (String, String) {
+    let parent = if path == "." { "" } else { path };
+    // A missing field's path is its parent object; an unknown field's path already ends
+    // with the field.
+    let join = |name: &str| {
+        if parent.is_empty() {
+            name.to_owned()
+        } else if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_owned()
+        } else {
+            format!("{parent}.{name}")
+        }
+    };
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        let field = join(name);
+        let message = format!("`{field}` is required");
+        return (field, message);
+    }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((name, expected)) = rest.split_once('`')
+    {
+        let field = join(name);
+        let expected = expected.trim_start_matches(',').trim();
+        let message = if expected.is_empty() {
+            format!("`{field}` is not a known field")
+        } else {
+            format!("`{field}` is not a known field ({expected})")
+        };
+        return (field, message);
+    }
+    if parent.is_empty() {
+        (String::new(), message.to_owned())
+    } else {
+        (parent.to_owned(), format!("`{parent}`: {message}"))
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +140,37 @@ mod tests {
     struct Body {
         email: String,
         scopes: Vec<String>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        depth: u32,
+    }
+
+    #[test]
+    fn messages_name_the_field_and_carry_no_parser_position() {
+        let missing = message_of(r#"{"email":"a@b","scopes":[],"inner":{}}"#);
+        assert_eq!(missing, "`inner.depth` is required");
+        let unknown = message_of(r#"{"email":"a@b","scopes":[],"admin":true}"#);
+        assert!(
+            unknown.starts_with("`admin` is not a known field (expected"),
+            "{unknown}"
+        );
+        let wrong_type = message_of(r#"{"email":"a@b","scopes":["x",3]}"#);
+        assert_eq!(
+            wrong_type,
+            "`scopes[1]`: invalid type: integer `3`, expected a string"
+        );
+        for message in [missing, unknown, wrong_type] {
+            assert!(!message.contains("line 1"), "{message}");
+        }
+    }
+
+    fn message_of(json: &str) -> String {
+        parse::<Body>(json.as_bytes()).unwrap_err().to_string()
     }
 
     fn field_of(json: &str) -> (String, Option<String>) {
@@ -126,6 +199,10 @@ mod tests {
             ("invalid_field".into(), Some("admin".into()))
         );
         assert_eq!(field_of(r#"{"email": "#), ("invalid_json".into(), None));
+        assert_eq!(
+            field_of(r#"{"email":"a@b","scopes":[],"inner":{}}"#),
+            ("invalid_field".into(), Some("inner.depth".into()))
+        );
         assert_eq!(
             field_of(r#"{"email":"a@b","scopes":[]} x"#).0,
             "invalid_json"

@@ -103,24 +103,36 @@ impl CorsOrigins {
     }
 }
 
-/// How many login attempts are allowed before callers must wait.
+/// How login attempts are slowed down.
+///
+/// Failures count per (account, client address) pair: after `pair_free_failures` of them,
+/// each further attempt from that pair must wait `pair_base_delay`, doubling with every
+/// failure up to `pair_max_delay`. The account's owner at another address is never slowed by
+/// someone else's guesses. Every address also has a plain attempt budget across accounts,
+/// which bounds password spraying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
-    /// Failed attempts per account within [`ThrottlePolicy::account_window`].
-    pub account_failures: u32,
-    /// The per-account window; a locked account waits for its end.
-    pub account_window: Duration,
-    /// Attempts (failed or not) per client IP within [`ThrottlePolicy::ip_window`].
+    /// Failed attempts per (account, address) before waits begin.
+    pub pair_free_failures: u32,
+    /// The first wait; each further failure doubles it.
+    pub pair_base_delay: Duration,
+    /// The longest wait between two attempts of one pair.
+    pub pair_max_delay: Duration,
+    /// A pair's failures are forgotten this long after its last one.
+    pub pair_memory: Duration,
+    /// Attempts (failed or not) per client address within [`ThrottlePolicy::ip_window`].
     pub ip_attempts: u32,
-    /// The per-IP window.
+    /// The per-address window.
     pub ip_window: Duration,
 }
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
         Self {
-            account_failures: 5,
-            account_window: Duration::from_secs(15 * 60),
+            pair_free_failures: 5,
+            pair_base_delay: Duration::from_secs(1),
+            pair_max_delay: Duration::from_secs(5 * 60),
+            pair_memory: Duration::from_secs(15 * 60),
             ip_attempts: 30,
             ip_window: Duration::from_secs(60),
         }

@@ -35,6 +35,21 @@ pub enum ApiError {
     /// No valid access token (401).
     #[error("a valid bearer access token is required")]
     Unauthenticated,
+    /// A refresh token was sent where an access token belongs (401).
+    #[error(
+        "this is a refresh token: exchange it at /api/v1/auth/refresh and send the access \
+         token it returns"
+    )]
+    RefreshTokenAsBearer,
+    /// The refresh token is malformed, expired, already used or of an ended session (401).
+    #[error("the refresh token is invalid, expired or already used; log in again")]
+    InvalidRefreshToken,
+    /// The access token's session has ended, or its user or tenant can no longer act (401).
+    #[error("{reason}; log in again")]
+    SessionEnded {
+        /// Why, in words (`the session has ended`, `the account is disabled`, ...).
+        reason: &'static str,
+    },
     /// Wrong email or password; deliberately does not say which (401).
     #[error("invalid email or password")]
     InvalidCredentials,
@@ -102,6 +117,9 @@ pub struct ErrorDetail {
     /// The field the error is about, when it is about one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// On 429: seconds to wait before trying again (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -119,6 +137,9 @@ impl ApiError {
             Self::InvalidField { .. } => "invalid_field",
             Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
+            Self::RefreshTokenAsBearer => "refresh_token_as_bearer",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::SessionEnded { .. } => "session_ended",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
@@ -151,6 +172,10 @@ impl ApiError {
                 code: self.code().to_owned(),
                 message,
                 field: self.field(),
+                retry_after_secs: match self {
+                    Self::Throttled { retry_after_secs } => Some(*retry_after_secs),
+                    _ => None,
+                },
             },
         }
     }
@@ -161,7 +186,11 @@ impl ResponseError for ApiError {
         match self {
             Self::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Unauthenticated
+            | Self::RefreshTokenAsBearer
+            | Self::InvalidRefreshToken
+            | Self::SessionEnded { .. }
+            | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -182,7 +211,10 @@ impl ResponseError for ApiError {
         if let Self::Throttled { retry_after_secs } = self {
             response.insert_header((RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
-        if matches!(self, Self::Unauthenticated) {
+        if matches!(
+            self,
+            Self::Unauthenticated | Self::RefreshTokenAsBearer | Self::SessionEnded { .. }
+        ) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(self.body())

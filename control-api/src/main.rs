@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use tollgate_control_api::config::{
     CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, parse_key_env,
 };
+use tollgate_control_api::ops;
 use tollgate_control_api::pool::{self, PoolSettings};
 use tollgate_control_api::{AppState, ServiceConfig, build_app};
 use tollgate_core::{KeyPepper, UpstreamPolicy};
@@ -50,6 +51,14 @@ struct ServeArgs {
         default_value = "0.0.0.0:8081"
     )]
     listen: String,
+    /// Address of the admin listener (`/metrics`, `/health`, `/ready`), kept off the public
+    /// port.
+    #[arg(
+        long,
+        env = "TOLLGATE_CONTROL_API_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9103"
+    )]
+    admin_listen: String,
     /// Browser origins allowed to call the API: comma-separated, `*`, or empty for none.
     #[arg(long, env = ENV_CORS_ORIGINS, default_value = "")]
     cors_origins: String,
@@ -202,10 +211,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     )?;
     let state = actix_web::web::Data::new(AppState::new(config, pool)?);
+    let admin_state = state.clone();
     let server = actix_web::HttpServer::new(move || build_app(state.clone(), cors_origins.clone()))
         .workers(args.workers.max(1))
         .bind(&args.listen)
         .with_context(|| format!("binding TOLLGATE_CONTROL_API_LISTEN={}", args.listen))?;
-    tracing::info!(listen = %args.listen, "Control API listening.");
-    server.run().await.context("serving the control API")
+    // One worker is plenty for scrapes and probes.
+    let admin = actix_web::HttpServer::new(move || ops::admin_app(admin_state.clone()))
+        .workers(1)
+        .bind(&args.admin_listen)
+        .with_context(|| {
+            format!(
+                "binding TOLLGATE_CONTROL_API_ADMIN_LISTEN={}",
+                args.admin_listen
+            )
+        })?;
+    tracing::info!(listen = %args.listen, admin_listen = %args.admin_listen, "Control API listening.");
+    // Both servers stop together on SIGTERM/SIGINT (actix handles the signals for each).
+    let (served, admin_served) = tokio::join!(server.run(), admin.run());
+    served.context("serving the control API")?;
+    admin_served.context("serving the control API's admin endpoints")
 }

@@ -1,9 +1,11 @@
-//! Prometheus metrics of the control API. Labels are bounded: method, status class, outcome.
+//! Prometheus metrics of the control API, served on the admin listener. Labels are bounded:
+//! method, status class, outcome. New metrics are registered in [`ApiMetrics::new`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tollgate_core::metrics_exposition::{self, Exposition};
 
 /// Labels of a served request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,11 +84,9 @@ impl ApiMetrics {
         self.logins.get_or_create(&LoginLabels { outcome }).inc();
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+    /// The exposition in `format`.
+    pub fn render(&self, format: Exposition) -> Result<String, std::fmt::Error> {
+        metrics_exposition::render(&self.registry, format)
     }
 }
 

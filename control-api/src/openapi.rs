@@ -21,6 +21,7 @@ use crate::resources::{
     paths(
         auth::login, auth::refresh, auth::me,
         session_cookie::create, session_cookie::refresh, session_cookie::logout,
+        auth::logout, auth::change_password,
         tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
         api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
         users::list, users::create, users::get, users::disable,

@@ -254,19 +254,30 @@ async fn jwt_issuers_keep_their_key_material_write_only_and_unique() {
     );
     assert_eq!(status, 201, "{ed}");
 
-    // (issuer, audience) is unique across tenants: the other tenant cannot claim it.
+    // (issuer, audience) is unique within a tenant only: another tenant registers the same
+    // pair as if it were free (nothing tells it the pair is in use)...
+    let same_pair = |key: &str| {
+        json!({
+            "issuer": "https://auth.acme.example/",
+            "audience": "orders",
+            "algorithm": "HS256",
+            "key_material": key,
+        })
+    };
     let (status, body) = call!(
         app,
         authed(
             TestRequest::post().uri(&format!("/api/v1/tenants/{}/jwt-issuers", h.foreign.id)),
             &h.token(&h.foreign.admin)
         )
-        .set_json(json!({
-            "issuer": "https://auth.acme.example/",
-            "audience": "orders",
-            "algorithm": "HS256",
-            "key_material": "another secret that is long enough!!",
-        }))
+        .set_json(same_pair("another secret that is long enough!!"))
+    );
+    assert_eq!(status, 201, "{body}");
+    // ...while the same tenant registering it twice is told so.
+    let (status, body) = call!(
+        app,
+        authed(TestRequest::post().uri(&base), &admin)
+            .set_json(same_pair("yet another secret that is long enough"))
     );
     assert_eq!(
         (status, error_of(&body)),
@@ -337,6 +348,8 @@ async fn jwt_issuers_keep_their_key_material_write_only_and_unique() {
         audit_actions(&h, "jwt_issuer").await,
         [
             "jwt_issuer.create",
+            "jwt_issuer.create",
+            // The other tenant's registration of the same pair.
             "jwt_issuer.create",
             "jwt_issuer.delete"
         ]

@@ -33,6 +33,13 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
     let foreign_reads = [200, 404, 404];
     match (method.as_str(), path) {
         ("GET", "/api/v1/me") => e(reads, reads, no_body),
+        // The caller's own session and password: no tenant in the path.
+        ("POST", "/api/v1/auth/logout") => e([204; 3], [204; 3], no_body),
+        ("POST", "/api/v1/me/password") => e(
+            [204; 3],
+            [204; 3],
+            || json!({ "current_password": support::PASSWORD, "new_password": support::PASSWORD }),
+        ),
         ("GET", "/api/v1/tenants") => e([200, 403, 403], [200, 403, 403], no_body),
         ("POST", "/api/v1/tenants") => e(
             [201, 403, 403],
@@ -105,9 +112,9 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
         ("DELETE", "/api/v1/tenants/{tenant_id}/jwt-issuers/{issuer_id}") => {
             e([204, 204, 403], [204, 404, 404], no_body)
         }
-        ("GET", "/api/v1/plans" | "/api/v1/plans/{plan_id}") => {
-            e([200, 403, 403], [200, 403, 403], no_body)
-        }
+        ("GET", "/api/v1/plans") => e([200, 403, 403], [200, 403, 403], no_body),
+        // Tenant users read the plan they are subscribed to, and no other.
+        ("GET", "/api/v1/plans/{plan_id}") => e(reads, foreign_reads, no_body),
         ("POST", "/api/v1/plans") => e([201, 403, 403], [201, 403, 403], || {
             json!({
                 "name": format!("plan-{}", uuid::Uuid::now_v7().simple()),
@@ -229,7 +236,8 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
                         .replace("{plan_id}", &tenant.plan_id.to_string()),
                 )
                 .unwrap();
-                let token = h.token(caller);
+                // A session per cell: a logout in one cell must not end another's.
+                let token = h.fresh_token(caller).await;
                 let (status, json) = call!(app, request(endpoint, &path, Some(&token), &body));
                 let want = if own { expected.own } else { expected.foreign }[role_index];
                 if status != want {

@@ -233,7 +233,7 @@ async fn routes_issuers_and_plans_written_through_the_api_load_into_the_proxy_sn
     assert!(
         snapshot
             .issuers
-            .get("https://auth.acme.example/", "orders")
+            .get(tenant_id, "https://auth.acme.example/", "orders")
             .is_some(),
         "the issuer was not prepared by the proxy"
     );

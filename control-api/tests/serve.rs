@@ -1,4 +1,5 @@
-//! The real binary: `create-admin` then `serve`, and start-up refusing a short JWT secret.
+//! The real binary: `create-admin` then `serve` (API and admin listener), and start-up
+//! refusing a short JWT secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -54,21 +55,43 @@ async fn make_up_flow_creates_the_admin_once_and_serves_logins() {
         first,
         "a working password is kept"
     );
+    // A session of the old password's holder...
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO auth_sessions (id, user_id, refresh_token_id, expires_at) \
+             SELECT gen_random_uuid(), id, gen_random_uuid(), now() + interval '1 hour' \
+               FROM users WHERE email = 'admin@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
     let replaced = create_admin(&db, "not the password");
     assert_ne!(replaced, first, "a stale password is replaced");
+    // ...ends with the replaced password.
+    let reason: Option<String> = client
+        .query_one("SELECT revoked_reason FROM auth_sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason.as_deref(), Some("password_change"));
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let free_addr = || {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("127.0.0.1:{port}")
+    };
+    let (addr, admin_addr) = (free_addr(), free_addr());
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("TOLLGATE_DATABASE_URL", db.url())
         .env("TOLLGATE_KEY_PEPPER", "ab".repeat(32))
         .env("TOLLGATE_CONTROL_API_JWT_SECRET", "ef".repeat(32))
         .env("TOLLGATE_CONTROL_API_LISTEN", &addr)
+        .env("TOLLGATE_CONTROL_API_ADMIN_LISTEN", &admin_addr)
         .env("TOLLGATE_CONTROL_API_WORKERS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -84,6 +107,15 @@ async fn make_up_flow_creates_the_admin_once_and_serves_logins() {
     let (status, body) = http(&addr, "POST", "/api/v1/auth/login", &login);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("access_token"));
+    // Metrics on the admin listener only, in a form promtool accepts.
+    assert_eq!(http(&addr, "GET", "/metrics", "").0, 404);
+    let (status, metrics) = http(&admin_addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tollgate_control_api_login_attempts_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    tollgate_test_support::promtool::check_metrics(&metrics);
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&output.stderr);

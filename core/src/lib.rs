@@ -4,12 +4,15 @@
 //! plans with their limit and pricing policies, money, the invoice document and the usage
 //! event wire format live here so that the proxy, metering, invoicing and the control API
 //! cannot drift apart.
-//! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations.
+//! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations;
+//! with `metrics`, the `/metrics` exposition every service serves.
 
 pub mod api_key;
 pub mod hex;
 pub mod ids;
 pub mod invoice_document;
+#[cfg(feature = "metrics")]
+pub mod metrics_exposition;
 #[cfg(feature = "db")]
 pub mod migrations;
 pub mod money;

@@ -1,5 +1,6 @@
 //! The admin endpoints: `/health` (the process is alive), `/ready` (consuming, PostgreSQL
-//! reachable and not stranded without partitions) and `/metrics` (OpenMetrics text).
+//! reachable and not stranded without partitions) and `/metrics` (Prometheus text 0.0.4, or
+//! OpenMetrics when asked for).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollgate_core::metrics_exposition::Exposition;
 
 use crate::assignment::PartitionAssignment;
 use crate::metrics::Metrics;
@@ -120,12 +122,16 @@ fn respond(
             )
         }
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+            let format = Exposition::negotiate(
+                request
+                    .headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let mut response = Response::new(Full::new(Bytes::from(metrics.render(format))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                header::HeaderValue::from_static(format.content_type()),
             );
             response
         }

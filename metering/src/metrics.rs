@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tollgate_core::metrics_exposition::{self, Exposition};
 
 /// Dead-letter reason label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,13 +135,9 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+    /// The exposition in `format` (empty if encoding failed).
+    pub fn render(&self, format: Exposition) -> String {
+        metrics_exposition::render(&self.registry, format).unwrap_or_default()
     }
 }
 

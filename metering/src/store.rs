@@ -1,5 +1,6 @@
 //! Writing a batch: one statement, so one transaction, that inserts the events with
-//! `ON CONFLICT DO NOTHING` and adds exactly the rows it inserted to `usage_minute`.
+//! `ON CONFLICT DO NOTHING`, adds exactly the rows it inserted to `usage_minute`, and moves
+//! each key's `last_used_at` to its newest event in the batch.
 //!
 //! Arrays are bound as parameters and expanded with `unnest`, so a batch of any size is one
 //! round trip with no SQL built from data. Duplicates (a replayed batch, a rebalance) insert
@@ -48,8 +49,31 @@ rolled AS (
         response_bytes = m.response_bytes + EXCLUDED.response_bytes,
         latency_us_sum = m.latency_us_sum + EXCLUDED.latency_us_sum
     RETURNING 1
+),
+-- Keys' last use, from the same batch: one write per key per batch instead of one per
+-- request. A wrong secret is not a use. SKIP LOCKED: a key row another transaction holds
+-- (a revocation, another replica's batch) is simply updated by a later batch, never waited
+-- on or deadlocked over. Only last_used_at changes, so the api_keys trigger stays silent.
+used AS (
+    SELECT key_id, max(event_time) AS last_used_at
+    FROM inserted
+    WHERE key_id IS NOT NULL AND outcome <> 'unauthorized'
+    GROUP BY key_id
+),
+touchable AS (
+    SELECT k.id, u.last_used_at
+    FROM api_keys k JOIN used u ON u.key_id = k.id
+    WHERE k.last_used_at IS NULL OR k.last_used_at < u.last_used_at
+    ORDER BY k.id
+    FOR UPDATE OF k SKIP LOCKED
+),
+touched AS (
+    UPDATE api_keys k SET last_used_at = t.last_used_at
+    FROM touchable t
+    WHERE k.id = t.id
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted)";
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM touched)";
 
 /// What a stored batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +82,8 @@ pub struct StoredBatch {
     pub inserted: u64,
     /// Events already stored (by an earlier delivery of the same event).
     pub duplicates: u64,
+    /// API keys whose `last_used_at` moved forward.
+    pub keys_touched: u64,
 }
 
 /// One PostgreSQL connection with the batch statement prepared; reconnects when it breaks.
@@ -119,6 +145,7 @@ impl UsageStore {
             return Ok(StoredBatch {
                 inserted: 0,
                 duplicates: 0,
+                keys_touched: 0,
             });
         }
         let columns = Columns::from(events);
@@ -152,6 +179,7 @@ impl UsageStore {
                 Ok(StoredBatch {
                     inserted,
                     duplicates: (events.len() as u64).saturating_sub(inserted),
+                    keys_touched: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
                 })
             }
             Err(e) => {

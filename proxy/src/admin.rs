@@ -1,5 +1,5 @@
 //! The admin port: `/health` (alive), `/ready` (a snapshot is loaded and the proxy is not
-//! draining) and `/metrics` (Prometheus text format).
+//! draining) and `/metrics` (Prometheus text 0.0.4, or OpenMetrics when the scraper asks).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use prometheus_client::registry::Registry;
+use tollgate_core::metrics_exposition::{self, Exposition};
 
 use crate::metrics::GatewayMetrics;
 use crate::snapshot::SnapshotHandle;
@@ -118,13 +119,15 @@ impl ServeHttp for AdminApp {
                     self.metrics
                         .snapshot(snapshot.loaded_at.elapsed().as_secs(), snapshot.generation);
                 }
-                let mut text = String::new();
-                match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-                    Ok(()) => respond(
-                        StatusCode::OK,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        text,
-                    ),
+                let format = Exposition::negotiate(
+                    session
+                        .req_header()
+                        .headers
+                        .get(http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                match metrics_exposition::render(&self.registry, format) {
+                    Ok(text) => respond(StatusCode::OK, format.content_type(), text),
                     Err(_) => json(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         r#"{"error":{"code":"metrics_unavailable","message":"encoding failed"}}"#

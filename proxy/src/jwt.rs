@@ -4,9 +4,19 @@
 //! shared secret is parsed and checked there, never per request, and a row that does not
 //! parse is skipped without failing the snapshot. On the request path
 //! ([`ConfigSnapshot::authenticate_jwt`]) the token's *unverified* `iss` and `aud` only pick the
-//! issuer; `alg: none` and every algorithm but the issuer's pinned one are refused before any
-//! signature work, then `jsonwebtoken` verifies the signature, `iss`, `aud` and the presence of
-//! `exp`, and `exp`/`nbf` are checked against the caller's clock with [`LEEWAY_SECONDS`].
+//! candidate issuers; `alg: none` and every algorithm but a candidate's pinned one are refused
+//! before any signature work, then `jsonwebtoken` verifies the signature, `iss`, `aud` and the
+//! presence of `exp`, and `exp`/`nbf` are checked against the caller's clock with
+//! [`LEEWAY_SECONDS`].
+//!
+//! Issuers are unique per tenant, not across tenants: no tenant can claim an issuer for the
+//! whole platform, and registering one reveals nothing about other tenants. Several tenants
+//! may register the same `iss` and `aud`; a token's tenant is the one whose registered *key*
+//! verifies its signature, and a key only its owner can sign with cannot be borrowed. Two
+//! tenants registering the same key (a public key is public) for the same `iss` and `aud`
+//! would make its tokens verify for both: all such registrations are ignored, as if absent
+//! (their tokens get a 401), and logged when the snapshot is built, so a copied key is never
+//! enough to receive another tenant's traffic ([`JwtIssuers::shared_keys`]).
 //!
 //! A token that verified is remembered by the snapshot ([`VerifiedTokens`]): a client sends the
 //! same token on every request until it expires, and an RS256 signature costs ~200 µs, so only
@@ -21,7 +31,7 @@ use std::sync::Arc;
 
 use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, Validation};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tollgate_core::TenantId;
@@ -108,6 +118,9 @@ pub struct JwtIssuer {
     audience: String,
     algorithm: Algorithm,
     key: DecodingKey,
+    /// Whether another tenant registered the same key for the same `iss` and `aud`: then
+    /// none of these registrations authenticates anything.
+    shared: bool,
     validation: Validation,
 }
 
@@ -180,8 +193,26 @@ impl JwtIssuer {
             audience: config.audience.clone(),
             algorithm,
             key,
+            shared: false,
             validation,
         })
+    }
+
+    /// Whether `self` and `other` hold the same key, however it was encoded: secrets and
+    /// curve points as raw bytes, RSA keys as modulus and exponent (`rsa_key` normalises
+    /// PKCS#1 and SPKI to those).
+    fn same_key(&self, other: &Self) -> bool {
+        let significant =
+            |bytes: &[u8]| -> Vec<u8> { bytes.iter().copied().skip_while(|b| *b == 0).collect() };
+        self.algorithm == other.algorithm
+            && match (self.key.kind(), other.key.kind()) {
+                (DecodingKeyKind::SecretOrDer(a), DecodingKeyKind::SecretOrDer(b)) => a == b,
+                (
+                    DecodingKeyKind::RsaModulusExponent { n, e },
+                    DecodingKeyKind::RsaModulusExponent { n: n2, e: e2 },
+                ) => significant(n) == significant(n2) && significant(e) == significant(e2),
+                _ => false,
+            }
     }
 
     /// The tenant the issuer belongs to.
@@ -244,32 +275,54 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
     }
 }
 
-/// The snapshot's issuers, found by `iss` and then `aud` (the pair is unique across tenants).
-/// Keyed by issuer alone so a lookup borrows the token's strings instead of building a key.
+/// The snapshot's issuers, found by `iss` and then `aud`; a pair may belong to several
+/// tenants (with different keys). Keyed by issuer alone so a lookup borrows the token's
+/// strings instead of building a key.
 #[derive(Debug, Default, Clone)]
 pub struct JwtIssuers {
     by_issuer: HashMap<String, Vec<JwtIssuer>>,
 }
 
 impl JwtIssuers {
-    /// Adds `issuer`, replacing (and returning) one with the same issuer and audience.
-    pub fn insert(&mut self, issuer: JwtIssuer) -> Option<JwtIssuer> {
-        let audiences = self.by_issuer.entry(issuer.issuer.clone()).or_default();
-        match audiences.iter_mut().find(|i| i.audience == issuer.audience) {
-            Some(existing) => Some(std::mem::replace(existing, issuer)),
-            None => {
-                audiences.push(issuer);
-                None
+    /// Adds `issuer`, replacing (and returning) the same tenant's one with the same issuer and
+    /// audience. If another tenant registered the same key for that pair, both are marked
+    /// shared and authenticate nothing.
+    pub fn insert(&mut self, mut issuer: JwtIssuer) -> Option<JwtIssuer> {
+        let candidates = self.by_issuer.entry(issuer.issuer.clone()).or_default();
+        let replaced = candidates
+            .iter()
+            .position(|i| i.tenant_id == issuer.tenant_id && i.audience == issuer.audience)
+            .map(|at| candidates.swap_remove(at));
+        for other in candidates.iter_mut() {
+            if other.audience == issuer.audience
+                && other.tenant_id != issuer.tenant_id
+                && other.same_key(&issuer)
+            {
+                other.shared = true;
+                issuer.shared = true;
             }
         }
+        candidates.push(issuer);
+        replaced
     }
 
-    /// The issuer for exactly this `iss` and `aud`.
-    pub fn get(&self, issuer: &str, audience: &str) -> Option<&JwtIssuer> {
+    /// `tenant`'s issuer for exactly this `iss` and `aud`.
+    pub fn get(&self, tenant: TenantId, issuer: &str, audience: &str) -> Option<&JwtIssuer> {
         self.by_issuer
             .get(issuer)?
             .iter()
-            .find(|i| i.audience == audience)
+            .find(|i| i.tenant_id == tenant && i.audience == audience)
+    }
+
+    /// Registrations refused because several tenants registered the same key for the same
+    /// `iss` and `aud`: (issuer, audience, tenant), for the operator's log.
+    pub fn shared_keys(&self) -> Vec<(&str, &str, TenantId)> {
+        self.by_issuer
+            .values()
+            .flatten()
+            .filter(|i| i.shared)
+            .map(|i| (i.issuer.as_str(), i.audience.as_str(), i.tenant_id))
+            .collect()
     }
 
     /// How many (issuer, audience) pairs are known.
@@ -282,16 +335,23 @@ impl JwtIssuers {
         self.by_issuer.is_empty()
     }
 
-    /// The issuer for `iss` whose audience is one of `audiences`.
-    fn find(&self, issuer: &str, audiences: &[String]) -> Result<&JwtIssuer, JwtRejection> {
-        let candidates = self
+    /// The usable issuers for `iss` whose audience is one of `audiences`, in the order of the
+    /// token's audiences.
+    fn candidates<'a>(
+        &'a self,
+        issuer: &str,
+        audiences: &'a [String],
+    ) -> Result<impl Iterator<Item = &'a JwtIssuer>, JwtRejection> {
+        let registered = self
             .by_issuer
             .get(issuer)
+            .filter(|c| c.iter().any(|i| !i.shared))
             .ok_or(JwtRejection::UnknownIssuer)?;
-        audiences
-            .iter()
-            .find_map(|aud| candidates.iter().find(|i| i.audience == *aud))
-            .ok_or(JwtRejection::InvalidAudience)
+        Ok(audiences.iter().flat_map(move |aud| {
+            registered
+                .iter()
+                .filter(move |i| !i.shared && i.audience == *aud)
+        }))
     }
 }
 
@@ -313,6 +373,12 @@ pub enum JwtRejection {
     /// No issuer with this `iss` is configured.
     #[error("the token's issuer is not known")]
     UnknownIssuer,
+    /// No `exp` claim: tokens that never expire are not accepted.
+    #[error("the token has no exp claim; tokens must expire")]
+    MissingExpiry,
+    /// No `iss` claim, so no issuer can be found.
+    #[error("the token has no iss claim naming its issuer")]
+    MissingIssuer,
     /// `alg: none`, or an algorithm other than the one pinned for the issuer.
     #[error("the token's signing algorithm is not allowed for its issuer")]
     AlgorithmNotAllowed,
@@ -339,6 +405,8 @@ impl JwtRejection {
         match self {
             Self::Malformed => "invalid_token",
             Self::UnknownIssuer => "unknown_issuer",
+            Self::MissingExpiry => "missing_exp",
+            Self::MissingIssuer => "missing_iss",
             Self::AlgorithmNotAllowed => "algorithm_not_allowed",
             Self::InvalidSignature => "invalid_signature",
             Self::Expired => "expired_token",
@@ -416,6 +484,26 @@ fn header_names_an_algorithm(token: &str) -> bool {
     jsonwebtoken::dangerous::insecure_decode_claims::<RawHeader>(format!(".{header}.")).is_ok()
 }
 
+/// The rejection for a token whose signature verified but whose claims did not.
+fn claim_rejection(kind: &ErrorKind) -> JwtRejection {
+    match kind {
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+            JwtRejection::AlgorithmNotAllowed
+        }
+        ErrorKind::InvalidAudience => JwtRejection::InvalidAudience,
+        ErrorKind::InvalidIssuer => JwtRejection::UnknownIssuer,
+        ErrorKind::ExpiredSignature => JwtRejection::Expired,
+        ErrorKind::ImmatureSignature => JwtRejection::NotYetValid,
+        ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "exp" => JwtRejection::MissingExpiry,
+            "iss" => JwtRejection::MissingIssuer,
+            "aud" => JwtRejection::InvalidAudience,
+            _ => JwtRejection::Malformed,
+        },
+        _ => JwtRejection::Malformed,
+    }
+}
+
 impl ConfigSnapshot {
     /// Authenticates a JWT: the issuer's tenant and the token's principal. A token this snapshot
     /// has verified before skips the signature; `exp`, `nbf` and the tenant's status are checked
@@ -468,32 +556,46 @@ impl ConfigSnapshot {
         }
         let claims: TokenClaims = jsonwebtoken::dangerous::insecure_decode_claims(token)
             .map_err(|_| JwtRejection::Malformed)?;
-        let iss = claims.iss.as_deref().ok_or(JwtRejection::Malformed)?;
+        let iss = claims.iss.as_deref().ok_or(JwtRejection::MissingIssuer)?;
         let audiences: &[String] = match &claims.aud {
             Some(OneOrMany::One(aud)) => std::slice::from_ref(aud),
             Some(OneOrMany::Many(auds)) => auds,
             None => &[],
         };
-        let issuer = self.issuers.find(iss, audiences)?;
-        // Pinned algorithm before any signature work: this is what stops key confusion (an
-        // HS256 token "signed" with an RS256 issuer's public key).
-        if header.alg != issuer.algorithm {
-            return Err(JwtRejection::AlgorithmNotAllowed);
-        }
-        jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &issuer.key, &issuer.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => JwtRejection::InvalidSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    JwtRejection::AlgorithmNotAllowed
+        // Every tenant's registration of this `iss` and `aud` is a candidate; the one whose
+        // key verifies the signature is the token's tenant.
+        let mut refusal = JwtRejection::InvalidAudience;
+        let mut verified_by = None;
+        for issuer in self.issuers.candidates(iss, audiences)? {
+            // Pinned algorithm before any signature work: this is what stops key confusion
+            // (an HS256 token "signed" with an RS256 issuer's public key).
+            if header.alg != issuer.algorithm {
+                if refusal == JwtRejection::InvalidAudience {
+                    refusal = JwtRejection::AlgorithmNotAllowed;
                 }
-                ErrorKind::InvalidAudience => JwtRejection::InvalidAudience,
-                ErrorKind::InvalidIssuer => JwtRejection::UnknownIssuer,
-                ErrorKind::ExpiredSignature => JwtRejection::Expired,
-                ErrorKind::ImmatureSignature => JwtRejection::NotYetValid,
-                _ => JwtRejection::Malformed,
-            })?;
+                continue;
+            }
+            match jsonwebtoken::decode::<serde::de::IgnoredAny>(
+                token,
+                &issuer.key,
+                &issuer.validation,
+            ) {
+                Ok(_) => {
+                    verified_by = Some(issuer);
+                    break;
+                }
+                // Not this candidate's key: perhaps another tenant's.
+                Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {
+                    refusal = JwtRejection::InvalidSignature;
+                }
+                // The signature verified (claims are checked after it), so this is the
+                // token's issuer, and the token is wrong.
+                Err(e) => return Err(claim_rejection(e.kind())),
+            }
+        }
+        let issuer = verified_by.ok_or(refusal)?;
         // The signature covers the payload parsed above, so its claims are now trusted.
-        let exp = claims.exp.ok_or(JwtRejection::Malformed)?;
+        let exp = claims.exp.ok_or(JwtRejection::MissingExpiry)?;
         let mut scopes = Vec::new();
         for claim in [claims.scope, claims.scopes].into_iter().flatten() {
             match claim {

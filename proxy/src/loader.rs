@@ -326,6 +326,15 @@ pub async fn load_snapshot(
             ),
         }
     }
+    for (issuer, audience, tenant_id) in snapshot.issuers.shared_keys() {
+        tracing::warn!(
+            %tenant_id,
+            issuer,
+            audience,
+            "JWT issuer refused: another tenant registered the same key for this issuer and \
+             audience, so its tokens cannot tell the tenants apart; remove the copy."
+        );
+    }
     tx.commit().await?;
     // Outside the transaction: name resolution may take a while.
     let mut resolved = HashMap::new();

@@ -1,6 +1,7 @@
 //! JWT authentication end to end against the real PostgreSQL: issuer rows are prepared when the
-//! snapshot loads, a token signed for one authenticates to its tenant, a suspended tenant is
-//! refused, and an invalid row costs only its own issuer.
+//! snapshot loads, a token signed for one authenticates to its tenant, tenants sharing an
+//! issuer are told apart by their keys, a suspended tenant is refused, and an invalid row
+//! costs only its own issuer.
 // Helpers outside #[test] fns: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -144,7 +145,7 @@ async fn an_issuer_whose_key_does_not_parse_is_skipped_and_the_rest_loads() {
     assert!(
         snapshot
             .issuers
-            .get("https://broken.acme", "orders-api")
+            .get(tenant, "https://broken.acme", "orders-api")
             .is_none()
     );
     let hmac = EncodingKey::from_secret(HS256_SECRET.as_bytes());
@@ -156,4 +157,86 @@ async fn an_issuer_whose_key_does_not_parse_is_skipped_and_the_rest_loads() {
             )
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn tenants_sharing_an_issuer_are_told_apart_by_key_and_a_copied_key_wins_nothing() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    let (acme, globex, mallory) = (
+        insert_tenant(&client, "acme").await,
+        insert_tenant(&client, "globex").await,
+        insert_tenant(&client, "mallory").await,
+    );
+    // One identity provider, two customers of it, each with its own key.
+    insert_issuer(&client, acme, "https://idp.shared", "RS256", RSA_PUBLIC_PEM).await;
+    insert_issuer(&client, globex, "https://idp.shared", "HS256", HS256_SECRET).await;
+    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap();
+    let hmac = EncodingKey::from_secret(HS256_SECRET.as_bytes());
+    let now = OffsetDateTime::now_utc();
+    let acme_token = token(Algorithm::RS256, &rsa, "https://idp.shared");
+    let globex_token = token(Algorithm::HS256, &hmac, "https://idp.shared");
+    assert_eq!(
+        snapshot.authenticate_jwt(&acme_token, now).unwrap().0.id,
+        acme
+    );
+    assert_eq!(
+        snapshot.authenticate_jwt(&globex_token, now).unwrap().0.id,
+        globex
+    );
+
+    // A third tenant registers acme's public key (public keys are public) for the same
+    // issuer: the tokens cannot be attributed any more, so they are refused for everyone
+    // rather than handed to the copy.
+    insert_issuer(
+        &client,
+        mallory,
+        "https://idp.shared",
+        "RS256",
+        RSA_PUBLIC_PEM,
+    )
+    .await;
+    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    assert_eq!(
+        snapshot.authenticate_jwt(&acme_token, now).unwrap_err(),
+        JwtRejection::AlgorithmNotAllowed
+    );
+    let mut refused: Vec<_> = snapshot
+        .issuers
+        .shared_keys()
+        .into_iter()
+        .map(|(_, _, tenant)| tenant)
+        .collect();
+    refused.sort();
+    let mut expected = vec![acme, mallory];
+    expected.sort();
+    assert_eq!(refused, expected);
+    // Globex's own key is unaffected.
+    assert_eq!(
+        snapshot.authenticate_jwt(&globex_token, now).unwrap().0.id,
+        globex
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_exp_is_told_so() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    let tenant = insert_tenant(&client, "acme").await;
+    insert_issuer(&client, tenant, "https://idp.acme", "HS256", HS256_SECRET).await;
+    let snapshot = tollgate_proxy::load_snapshot(&mut client).await.unwrap();
+    let claims = json!({ "iss": "https://idp.acme", "aud": "orders-api", "sub": "user-7" });
+    let forever = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(HS256_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let rejection = snapshot
+        .authenticate_jwt(&forever, OffsetDateTime::now_utc())
+        .unwrap_err();
+    assert_eq!(rejection, JwtRejection::MissingExpiry);
+    assert_eq!((rejection.code(), rejection.status()), ("missing_exp", 401));
+    assert!(rejection.to_string().contains("exp"), "{rejection}");
 }

@@ -4,7 +4,8 @@
 //! behind: a PostgreSQL database cloned from a migrated template ([`TestDb`]), a Kafka topic
 //! and consumer group id ([`TestTopic`]), and a Redis key prefix ([`TestRedis`]). Each is
 //! dropped (best effort) when its guard goes out of scope, panicking tests included.
-//! [`FaultyLink`] gives one client a real outage of a shared service.
+//! [`FaultyLink`] gives one client a real outage of a shared service; [`promtool`] lints a
+//! `/metrics` exposition.
 //!
 //! Setup failures panic with a message saying what to run: in a test, a failed setup is a
 //! failed test.
@@ -14,6 +15,7 @@ pub mod fixtures;
 mod kafka;
 mod postgres;
 pub mod private;
+pub mod promtool;
 mod redis_prefix;
 mod stack;
 mod tcp_fault;

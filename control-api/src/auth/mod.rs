@@ -1,11 +1,12 @@
 //! Authentication and authorisation: passwords, tokens, login throttling, the caller's
-//! identity and role guards, and the `/auth` and `/me` endpoints.
+//! identity and role guards, sessions, and the `/auth` and `/me` endpoints.
 
 pub mod endpoints;
 pub mod password;
 pub mod principal;
 pub mod session_cookie;
+pub mod session;
 pub mod throttle;
 pub mod token;
 
-pub use principal::{Principal, Role};
+pub use principal::{Authenticated, Principal, Role};

@@ -1,10 +1,12 @@
-//! Who is calling, taken from the access token, and the guards every handler applies.
+//! Who is calling, taken from the access token and checked against the database on every
+//! request (`auth::session::check`), and the guards every handler applies.
 //!
 //! The tenant scope comes from the token, never from the path: a tenant user naming another
 //! tenant in a path gets 404, as if the resource did not exist, so tenants cannot probe each
 //! other. Role checks come after the scope check for the same reason.
 
-use std::future::{Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::auth::session;
 use crate::auth::token::TokenKind;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -101,27 +104,62 @@ impl Principal {
     }
 }
 
-impl FromRequest for Principal {
+/// The caller and the session their access token belongs to (for logout and password
+/// change); extracting it performs the same checks as [`Principal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The caller, as the database says now.
+    pub principal: Principal,
+    /// The access token's session.
+    pub session_id: Uuid,
+}
+
+type Extracting<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = Extracting<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(principal_of(req))
+        let verified = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("application state is not registered".into()))
+            .and_then(|state| {
+                let token = bearer_token(req)?;
+                let verified = state.tokens.verify(token, TokenKind::Access)?;
+                Ok((state, verified))
+            });
+        Box::pin(async move {
+            let (state, verified) = verified?;
+            let principal = session::check(&state, &verified).await?;
+            Ok(Self {
+                principal,
+                session_id: verified.session_id,
+            })
+        })
     }
 }
 
-fn principal_of(req: &HttpRequest) -> Result<Principal, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state is not registered".into()))?;
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Extracting<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let authenticated = Authenticated::from_request(req, payload);
+        Box::pin(async move { Ok(authenticated.await?.principal) })
+    }
+}
+
+fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::Unauthenticated)?;
-    let token = header
+    header
         .strip_prefix("Bearer ")
         .or_else(|| header.strip_prefix("bearer "))
-        .ok_or(ApiError::Unauthenticated)?;
-    state.tokens.verify(token.trim(), TokenKind::Access)
+        .map(str::trim)
+        .ok_or(ApiError::Unauthenticated)
 }

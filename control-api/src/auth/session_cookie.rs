@@ -17,6 +17,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::endpoints::{self, LoginRequest, RefreshRequest, TokenResponse};
+use crate::auth::session;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -71,12 +72,19 @@ pub async fn refresh(
     into_session(response).await
 }
 
-/// Ends the browser session: clears the refresh cookie. The access token still works until
-/// it expires (at most 15 minutes); the dashboard forgets it.
+/// Ends the browser session: the server-side session ends (so its access token stops
+/// working at once, like `/auth/logout`) and the refresh cookie is cleared.
 #[utoipa::path(post, operation_id = "deleteSession", path = "/api/v1/auth/session/logout", tag = "auth",
-    responses((status = 204, description = "The cookie is cleared",
+    responses((status = 204, description = "The session is ended and the cookie cleared",
         headers(("Set-Cookie" = String, description = "An expired `tollgate_refresh`")))))]
-pub async fn logout() -> HttpResponse {
+pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(refresh_token) = cookie_value(&req, REFRESH_COOKIE) {
+        // An expired or already rotated cookie names no live session: clearing it is all
+        // there is to do.
+        if let Err(e) = session::end_by_refresh_token(&state, &refresh_token).await {
+            tracing::debug!(error = %e, "Logout cookie named no live session.");
+        }
+    }
     let mut response = HttpResponse::NoContent().finish();
     set_cookie(&mut response, "", Some(0));
     response

@@ -1,8 +1,10 @@
 //! Access and refresh tokens: HS256 JWTs signed with the configured secret.
 //!
-//! Access tokens are short-lived and carry everything authorisation needs (user, role,
-//! tenant), so a request needs no lookup to be authorised. Refresh tokens live longer and can
-//! only be exchanged at `/auth/refresh`, which re-reads the user so a disabled account stops.
+//! Both name their session (`sid`). Access tokens are short-lived and carry the role and
+//! tenant; each request still checks the session, user and tenant (`auth::session`), so a
+//! logout, a disabled user or a suspended tenant stops them at once. Refresh tokens live
+//! longer, carry the id of their rotation step (`jti`) and can only be exchanged at
+//! `/auth/refresh`, once.
 
 use std::time::Duration;
 
@@ -33,8 +35,24 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tenant: Option<Uuid>,
     typ: TokenKind,
+    /// The session (`auth_sessions.id`).
+    sid: Uuid,
+    /// The rotation step of a refresh token (`auth_sessions.refresh_token_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<Uuid>,
     iat: i64,
     exp: i64,
+}
+
+/// What a verified token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// Whom it speaks for, as of its issue.
+    pub principal: Principal,
+    /// Its session.
+    pub session_id: Uuid,
+    /// The rotation step, for refresh tokens.
+    pub refresh_token_id: Option<Uuid>,
 }
 
 /// Signs and verifies tokens.
@@ -75,8 +93,42 @@ impl TokenSigner {
         self.access_ttl
     }
 
-    /// Issues a token of `kind` for `principal`.
-    pub fn issue(&self, principal: &Principal, kind: TokenKind) -> Result<String, ApiError> {
+    /// Lifetime of refresh tokens (and of an idle session).
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh_ttl
+    }
+
+    /// Issues an access token for `principal` in session `session_id`.
+    pub fn issue_access(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+    ) -> Result<String, ApiError> {
+        self.issue(principal, TokenKind::Access, session_id, None)
+    }
+
+    /// Issues the refresh token of rotation step `refresh_token_id` of session `session_id`.
+    pub fn issue_refresh(
+        &self,
+        principal: &Principal,
+        session_id: Uuid,
+        refresh_token_id: Uuid,
+    ) -> Result<String, ApiError> {
+        self.issue(
+            principal,
+            TokenKind::Refresh,
+            session_id,
+            Some(refresh_token_id),
+        )
+    }
+
+    fn issue(
+        &self,
+        principal: &Principal,
+        kind: TokenKind,
+        sid: Uuid,
+        jti: Option<Uuid>,
+    ) -> Result<String, ApiError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -88,6 +140,8 @@ impl TokenSigner {
             role: principal.role,
             tenant: principal.tenant_id,
             typ: kind,
+            sid,
+            jti,
             iat: now,
             exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
         };
@@ -95,19 +149,37 @@ impl TokenSigner {
             .map_err(|e| ApiError::Internal(e.to_string()))
     }
 
-    /// Verifies `token` as a token of `kind` and returns whom it speaks for.
-    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Principal, ApiError> {
+    /// Verifies `token` as a token of `kind`. The error says what was wrong in terms the
+    /// caller can act on: a refresh token sent as a bearer token, or a refresh token that is
+    /// not one, are told apart from a missing or invalid access token.
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<VerifiedToken, ApiError> {
+        let invalid = || match kind {
+            TokenKind::Access => ApiError::Unauthenticated,
+            TokenKind::Refresh => ApiError::InvalidRefreshToken,
+        };
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| ApiError::Unauthenticated)?
+            .map_err(|_| invalid())?
             .claims;
-        if claims.typ != kind || (claims.role == Role::PlatformAdmin) != claims.tenant.is_none() {
-            return Err(ApiError::Unauthenticated);
+        if claims.typ != kind {
+            return Err(match kind {
+                TokenKind::Access => ApiError::RefreshTokenAsBearer,
+                TokenKind::Refresh => ApiError::InvalidRefreshToken,
+            });
         }
-        Ok(Principal {
-            user_id: claims.sub,
-            email: claims.email,
-            role: claims.role,
-            tenant_id: claims.tenant,
+        if (claims.role == Role::PlatformAdmin) != claims.tenant.is_none()
+            || (kind == TokenKind::Refresh) != claims.jti.is_some()
+        {
+            return Err(invalid());
+        }
+        Ok(VerifiedToken {
+            principal: Principal {
+                user_id: claims.sub,
+                email: claims.email,
+                role: claims.role,
+                tenant_id: claims.tenant,
+            },
+            session_id: claims.sid,
+            refresh_token_id: claims.jti,
         })
     }
 }
@@ -137,12 +209,30 @@ mod tests {
     fn a_token_round_trips_only_as_its_own_kind_and_secret() {
         let signer = signer(&"ab".repeat(32));
         let principal = admin();
-        let access = signer.issue(&principal, TokenKind::Access).unwrap();
+        let (sid, jti) = (Uuid::now_v7(), Uuid::now_v7());
+        let access = signer.issue_access(&principal, sid).unwrap();
+        let verified = signer.verify(&access, TokenKind::Access).unwrap();
+        assert_eq!(verified.principal, principal);
         assert_eq!(
-            signer.verify(&access, TokenKind::Access).unwrap(),
-            principal
+            (verified.session_id, verified.refresh_token_id),
+            (sid, None)
         );
-        assert!(signer.verify(&access, TokenKind::Refresh).is_err());
+        assert!(matches!(
+            signer.verify(&access, TokenKind::Refresh),
+            Err(ApiError::InvalidRefreshToken)
+        ));
+        let refresh = signer.issue_refresh(&principal, sid, jti).unwrap();
+        assert_eq!(
+            signer
+                .verify(&refresh, TokenKind::Refresh)
+                .unwrap()
+                .refresh_token_id,
+            Some(jti)
+        );
+        assert!(matches!(
+            signer.verify(&refresh, TokenKind::Access),
+            Err(ApiError::RefreshTokenAsBearer)
+        ));
         let other = self::signer(&"cd".repeat(32));
         assert!(other.verify(&access, TokenKind::Access).is_err());
         assert!(signer.verify("not.a.jwt", TokenKind::Access).is_err());
@@ -151,7 +241,7 @@ mod tests {
     #[test]
     fn unsigned_tokens_are_refused() {
         let signer = signer(&"ab".repeat(32));
-        let access = signer.issue(&admin(), TokenKind::Access).unwrap();
+        let access = signer.issue_access(&admin(), Uuid::now_v7()).unwrap();
         let payload = access.split('.').nth(1).unwrap();
         // {"alg":"none","typ":"JWT"}
         let forged = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");

@@ -50,9 +50,12 @@ pub struct ApiKeyView {
     /// When it was revoked.
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
-    /// When the proxy last saw it.
+    /// When the proxy last saw it (kept current from metering's batches, so it trails real
+    /// use by up to a batch interval).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The key that replaced it, once rotated.
+    pub replaced_by: Option<String>,
 }
 
 /// A new key: its view and its secret, which is never shown again.
@@ -76,6 +79,9 @@ pub struct CreateApiKey {
     pub name: Option<String>,
     /// Scopes: 1 to 64 of `a-z 0-9 : . _ -` each, at most 32.
     pub scopes: Option<Vec<String>>,
+    /// When the key stops working (RFC 3339, in the future); never, if absent.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// How to rotate.
@@ -88,7 +94,7 @@ pub struct RotateApiKey {
 }
 
 const COLUMNS: &str = "id, name, display_prefix, status, scopes, created_at, expires_at, \
-                       revoked_at, last_used_at";
+                       revoked_at, last_used_at, replaced_by";
 
 fn view(row: &Row) -> ApiKeyView {
     let status: String = row.get(3);
@@ -109,6 +115,7 @@ fn view(row: &Row) -> ApiKeyView {
         expires_at,
         revoked_at: row.get(7),
         last_used_at: row.get(8),
+        replaced_by: row.get(9),
     }
 }
 
@@ -180,6 +187,12 @@ pub async fn create(
     principal.require_admin_of(tenant_id)?;
     let name = validate::optional_text("name", body.name.as_deref().unwrap_or(""), 200)?;
     let scopes = validate_scopes(body.scopes)?;
+    if body
+        .expires_at
+        .is_some_and(|at| at <= OffsetDateTime::now_utc())
+    {
+        return Err(ApiError::invalid("expires_at", "must be in the future"));
+    }
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let exists = tx
@@ -188,7 +201,7 @@ pub async fn create(
     if exists.is_none() {
         return Err(ApiError::NotFound);
     }
-    let (key, row) = insert_key(&state, &tx, tenant_id, &name, &scopes).await?;
+    let (key, row) = insert_key(&state, &tx, tenant_id, &name, &scopes, body.expires_at).await?;
     let created = view(&row);
     audit::record(
         &tx,
@@ -198,7 +211,11 @@ pub async fn create(
             action: "api_key.create",
             resource_type: "api_key",
             resource_id: key.id().as_str(),
-            details: json!({ "name": name, "scopes": scopes }),
+            details: json!({
+                "name": name,
+                "scopes": scopes,
+                "expires_at": body.expires_at.map(|at| at.unix_timestamp()),
+            }),
         },
     )
     .await?;
@@ -217,13 +234,15 @@ async fn insert_key(
     tenant_id: Uuid,
     name: &str,
     scopes: &[String],
+    expires_at: Option<OffsetDateTime>,
 ) -> Result<(ApiKey, Row), ApiError> {
     let key = ApiKey::generate(state.key_env).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO api_keys (id, tenant_id, name, display_prefix, secret_hmac, scopes) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+                "INSERT INTO api_keys (id, tenant_id, name, display_prefix, secret_hmac, scopes, \
+                                       expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
             ),
             &[
                 &key.id().as_str(),
@@ -232,6 +251,7 @@ async fn insert_key(
                 &key.display_prefix(),
                 &key.hash(&state.key_pepper).as_bytes().as_slice(),
                 &scopes,
+                &expires_at,
             ],
         )
         .await?;
@@ -312,7 +332,7 @@ pub async fn revoke(
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
            ("key_id" = String, Path, description = "Key id")),
     responses((status = 201, body = CreatedApiKey),
-        (status = 409, description = "The key is revoked", body = ErrorBody),
+        (status = 409, description = "The key is revoked, or already rotated to a successor that is active", body = ErrorBody),
         (status = "4XX", body = ErrorBody)))]
 pub async fn rotate(
     principal: Principal,
@@ -334,7 +354,10 @@ pub async fn rotate(
     let tx = client.transaction().await?;
     let old = tx
         .query_opt(
-            "SELECT name, scopes, status FROM api_keys WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            "SELECT o.name, o.scopes, o.status, s.id \
+               FROM api_keys o LEFT JOIN api_keys s ON s.id = o.replaced_by \
+                    AND s.status = 'active' AND (s.expires_at IS NULL OR s.expires_at > now()) \
+              WHERE o.tenant_id = $1 AND o.id = $2 FOR UPDATE OF o",
             &[&tenant_id, &id.as_str()],
         )
         .await?
@@ -346,19 +369,36 @@ pub async fn rotate(
             message: "a revoked key cannot be rotated; create a new one".into(),
         });
     }
+    // The row lock above serialises concurrent rotations: the second sees the first's
+    // successor here.
+    if let Some(successor) = old.get::<_, Option<String>>(3) {
+        return Err(ApiError::Conflict {
+            code: "key_already_rotated",
+            field: None,
+            message: format!(
+                "this key was already rotated and its successor {successor} is active; rotate \
+                 or revoke that one instead"
+            ),
+        });
+    }
     let (name, scopes): (String, Vec<String>) = (old.get(0), old.get(1));
+    let (key, row) = insert_key(&state, &tx, tenant_id, &name, &scopes, None).await?;
     // An earlier, shorter expiry stands: rotation never extends a key's life.
     let previous = tx
         .query_one(
             &format!(
                 "UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), \
-                        now() + make_interval(secs => $3)) \
+                        now() + make_interval(secs => $3)), replaced_by = $4 \
                  WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
             ),
-            &[&tenant_id, &id.as_str(), &f64::from(overlap)],
+            &[
+                &tenant_id,
+                &id.as_str(),
+                &f64::from(overlap),
+                &key.id().as_str(),
+            ],
         )
         .await?;
-    let (key, row) = insert_key(&state, &tx, tenant_id, &name, &scopes).await?;
     audit::record(
         &tx,
         &principal,

@@ -2,7 +2,8 @@
 //! and key, authenticate as the tenant at the proxy. Tenant admins manage them.
 //!
 //! The key material is write-only: it is never returned, logged or audited. The (issuer,
-//! audience) pair identifies the tenant, so it is unique across all tenants.
+//! audience) pair is unique within a tenant only: registering one says nothing about other
+//! tenants, and the proxy finds a token's tenant by the key that verifies it.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,7 @@ pub async fn list(
     security(("bearer" = [])), request_body = CreateJwtIssuer,
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 201, body = JwtIssuerView),
-        (status = 409, description = "This issuer and audience are registered", body = ErrorBody),
+        (status = 409, description = "The tenant already has this issuer and audience", body = ErrorBody),
         (status = "4XX", body = ErrorBody)))]
 pub async fn create(
     principal: Principal,
@@ -159,11 +160,12 @@ pub async fn create(
         )
         .await
         .map_err(|e| {
-            if is_unique_violation(&e, "jwt_issuers_issuer_audience_key") {
+            if is_unique_violation(&e, "jwt_issuers_tenant_issuer_audience_key") {
                 ApiError::Conflict {
                     code: "issuer_exists",
                     field: Some("issuer".into()),
-                    message: "this issuer and audience are already registered".into(),
+                    message: "this tenant already has an issuer with this issuer and audience"
+                        .into(),
                 }
             } else {
                 e.into()

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody, is_unique_violation};
 use crate::pagination::{Page, PageQuery, after_created, created_position};
@@ -218,7 +218,8 @@ pub async fn create(
     Ok(HttpResponse::Created().json(created))
 }
 
-/// One plan.
+/// One plan. Tenant users may read the plans their tenant is or was subscribed to (any
+/// other is not found for them); platform admins read every plan.
 #[utoipa::path(get, operation_id = "getPlan", path = "/api/v1/plans/{plan_id}", tag = "plans", security(("bearer" = [])),
     params(("plan_id" = Uuid, Path, description = "Plan id")),
     responses((status = 200, body = PlanView), (status = "4XX", body = ErrorBody)))]
@@ -227,13 +228,22 @@ pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require_platform_admin()?;
+    // A platform admin has no tenant: NULL lifts the subscription condition.
+    let subscriber = match principal.role {
+        Role::PlatformAdmin => None,
+        Role::TenantAdmin | Role::TenantViewer => {
+            Some(principal.tenant_id.ok_or(ApiError::NotFound)?)
+        }
+    };
     let plan_id = path.into_inner();
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM plans WHERE id = $1"),
-            &[&plan_id],
+            &format!(
+                "SELECT {COLUMNS} FROM plans p WHERE id = $1 AND ($2::uuid IS NULL OR EXISTS \
+                   (SELECT 1 FROM subscriptions s WHERE s.plan_id = p.id AND s.tenant_id = $2))"
+            ),
+            &[&plan_id, &subscriber],
         )
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -166,7 +166,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(tenant(&row)))
 }
 
-/// Suspends a tenant: its keys stop working at the proxy and its users cannot log in.
+/// Suspends a tenant: its keys stop working at the proxy, and its users cannot log in and their
+/// tokens stop working at once.
 #[utoipa::path(post, operation_id = "suspendTenant", path = "/api/v1/tenants/{tenant_id}/suspend", tag = "tenants",
     security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]

@@ -191,7 +191,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(user(&row)?))
 }
 
-/// Disables a user: they can no longer log in or refresh their session.
+/// Disables a user: they can no longer log in, and their tokens stop working at once (every
+/// request checks the user's state).
 #[utoipa::path(post, operation_id = "disableUser", path = "/api/v1/tenants/{tenant_id}/users/{user_id}/disable", tag = "users",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),

@@ -4,7 +4,6 @@
 
 use actix_web::web;
 use tollgate_control_api::auth::password;
-use tollgate_control_api::auth::token::TokenKind;
 use tollgate_control_api::auth::{Principal, Role};
 use tollgate_control_api::config::{JwtSecret, ThrottlePolicy};
 use tollgate_control_api::pool::{self, PoolSettings};
@@ -78,10 +77,21 @@ impl Harness {
         tenant_pair(&self.db.client().await, &self.password_hash).await
     }
 
+    /// An access token of the session every fixture user has (its id is the user's id).
     pub fn token(&self, principal: &Principal) -> String {
         self.state
             .tokens
-            .issue(principal, TokenKind::Access)
+            .issue_access(principal, principal.user_id)
+            .unwrap()
+    }
+
+    /// An access token of a new session of `principal`, for a test that ends sessions.
+    pub async fn fresh_token(&self, principal: &Principal) -> String {
+        let session_id = Uuid::now_v7();
+        insert_session(&self.db.client().await, principal.user_id, session_id).await;
+        self.state
+            .tokens
+            .issue_access(principal, session_id)
             .unwrap()
     }
 }
@@ -185,12 +195,25 @@ async fn insert_user(
         )
         .await
         .unwrap();
+    insert_session(client, id, id).await;
     Principal {
         user_id: id,
         email,
         role,
         tenant_id: tenant,
     }
+}
+
+/// A live session of `user_id`, as a login starts.
+pub async fn insert_session(client: &tokio_postgres::Client, user_id: Uuid, session_id: Uuid) {
+    client
+        .execute(
+            "INSERT INTO auth_sessions (id, user_id, refresh_token_id, expires_at) \
+             VALUES ($1, $2, $3, now() + interval '1 hour')",
+            &[&session_id, &user_id, &Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
 }
 
 /// Builds the application in-process.

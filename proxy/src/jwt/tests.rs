@@ -413,9 +413,16 @@ fn a_suspended_or_unknown_tenant_is_refused_with_403() {
 fn missing_or_mistyped_claims_are_malformed() {
     let signer = hs256();
     let snapshot = snapshot_trusting(&signer, TenantStatus::Active);
+    // A missing `exp` or `iss` is named rather than called malformed.
+    assert_eq!(
+        rejection(&snapshot, &signer.sign(&without(claims(), "exp"))),
+        JwtRejection::MissingExpiry
+    );
+    assert_eq!(
+        rejection(&snapshot, &signer.sign(&without(claims(), "iss"))),
+        JwtRejection::MissingIssuer
+    );
     for broken in [
-        without(claims(), "exp"),
-        without(claims(), "iss"),
         with(claims(), "exp", json!("tomorrow")),
         with(claims(), "nbf", json!({"at": 1})),
         with(claims(), "sub", json!(42)),
@@ -618,11 +625,58 @@ fn issuers_are_found_by_issuer_and_audience() {
     assert!(issuers.insert(first).is_some(), "same pair replaces");
     assert_eq!(issuers.len(), 2);
     assert_eq!(
-        issuers.get(ISSUER, "billing-api").map(JwtIssuer::audience),
+        issuers
+            .get(tenant, ISSUER, "billing-api")
+            .map(JwtIssuer::audience),
         Some("billing-api")
     );
-    assert!(issuers.get(ISSUER, "other").is_none());
-    assert!(issuers.get("https://other", AUDIENCE).is_none());
+    assert!(issuers.get(tenant, ISSUER, "other").is_none());
+    assert!(issuers.get(tenant, "https://other", AUDIENCE).is_none());
+    assert!(issuers.get(TenantId::new(), ISSUER, AUDIENCE).is_none());
+}
+
+/// A snapshot of active tenants, each trusting ISSUER for AUDIENCE with the given key.
+fn snapshot_of(registrations: &[(TenantId, &TestSigner)]) -> ConfigSnapshot {
+    let mut snapshot = ConfigSnapshot::default();
+    for (n, (tenant, signer)) in registrations.iter().enumerate() {
+        snapshot.tenants.insert(
+            *tenant,
+            TenantConfig {
+                id: *tenant,
+                slug: format!("t{n}"),
+                status: TenantStatus::Active,
+                plan: None,
+            },
+        );
+        let issuer = JwtIssuer::prepare(&issuer_config(signer.name, &signer.public, *tenant));
+        snapshot.issuers.insert(issuer.unwrap());
+    }
+    snapshot
+}
+
+#[test]
+fn tenants_sharing_an_issuer_and_audience_are_told_apart_by_their_keys() {
+    let (a, b, copycat) = (TenantId::new(), TenantId::new(), TenantId::new());
+    let (first, second) = (hs256(), rs256());
+    let tenant_of = |snapshot: &ConfigSnapshot, signer: &TestSigner| {
+        snapshot
+            .authenticate_jwt(&signer.sign(&claims()), now())
+            .map(|(tenant, _)| tenant.id)
+    };
+    let shared = snapshot_of(&[(a, &first), (b, &second)]);
+    assert_eq!(tenant_of(&shared, &first), Ok(a));
+    assert_eq!(tenant_of(&shared, &second), Ok(b));
+    assert!(shared.issuers.shared_keys().is_empty());
+
+    // A third tenant copying the first one's key makes both registrations useless; the
+    // second tenant's key keeps working.
+    let copied = snapshot_of(&[(a, &first), (b, &second), (copycat, &first)]);
+    assert_eq!(
+        tenant_of(&copied, &first),
+        Err(JwtRejection::AlgorithmNotAllowed)
+    );
+    assert_eq!(tenant_of(&copied, &second), Ok(b));
+    assert_eq!(copied.issuers.shared_keys().len(), 2);
 }
 
 #[test]
@@ -644,6 +698,8 @@ fn rejections_have_stable_codes_and_statuses() {
     let all = [
         (JwtRejection::Malformed, "invalid_token"),
         (JwtRejection::UnknownIssuer, "unknown_issuer"),
+        (JwtRejection::MissingExpiry, "missing_exp"),
+        (JwtRejection::MissingIssuer, "missing_iss"),
         (JwtRejection::AlgorithmNotAllowed, "algorithm_not_allowed"),
         (JwtRejection::InvalidSignature, "invalid_signature"),
         (JwtRejection::Expired, "expired_token"),
