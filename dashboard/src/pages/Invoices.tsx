@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { api, authorization, call, toApiError, type ApiError } from "../api/client";
 import { Badge, ErrorBanner, Loading, statusTone } from "../components/feedback";
-import { formatCount, formatMoney, formatTime } from "../format";
+import { formatCount, formatMoney, formatPeriod, formatTime } from "../format";
 import { asApiError, useLoad } from "../hooks";
 import { Link } from "../router";
 import { useSession } from "../session";
@@ -136,10 +136,8 @@ export function InvoiceDetailPage({ tenantId, invoiceId }: { tenantId: string; i
           <ErrorBanner error={downloadError} title="The invoice could not be downloaded." />
           <dl className="facts">
             <div>
-              <dt>Period (UTC)</dt>
-              <dd>
-                {formatTime(invoice.data.period_start, "utc", "date")} – {formatTime(invoice.data.period_end, "utc", "date")}
-              </dd>
+              <dt>Period</dt>
+              <dd>{formatPeriod(invoice.data.period_start, invoice.data.period_end)}</dd>
             </div>
             <div>
               <dt>Finalized</dt>

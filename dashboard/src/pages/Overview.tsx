@@ -5,7 +5,7 @@ import { startOfToday, totals, usageSeries } from "../api/usage";
 import { ErrorBanner, Loading } from "../components/feedback";
 import { QuotaMeter } from "../components/Meter";
 import { UsageChart } from "../components/UsageChart";
-import { formatCount, formatLatency, formatMoney, formatPercent, formatTime } from "../format";
+import { formatCount, formatLatency, formatMoney, formatPercent, formatPeriod } from "../format";
 import { useLoad } from "../hooks";
 import { useSession } from "../session";
 
@@ -65,7 +65,7 @@ export function OverviewPage({ tenantId }: { tenantId: string }) {
           ) : (
             <>
               <p className="muted">
-                {formatTime(period.data.period_start, zone, "date")} – {formatTime(period.data.period_end, zone, "date")} ·{" "}
+                {formatPeriod(period.data.period_start, period.data.period_end)} ·{" "}
                 {period.data.plan ? `Plan ${period.data.plan.name}` : "No subscription"}
               </p>
               {period.data.quota ? (
