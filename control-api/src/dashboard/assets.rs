@@ -8,13 +8,13 @@ pub(super) const INDEX_HTML: &[u8] = include_bytes!("../../../dashboard/dist/ind
 /// The hashed assets `index.html` refers to.
 pub(super) const ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-7uOLuLf2.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-7uOLuLf2.css"),
+        path: "/assets/index-Bj6mNinS.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../dashboard/dist/assets/index-Bj6mNinS.js"),
     },
     Asset {
-        path: "/assets/index-CDrB6PUl.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-CDrB6PUl.js"),
+        path: "/assets/index-CYata7Ng.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../../dashboard/dist/assets/index-CYata7Ng.css"),
     },
 ];
