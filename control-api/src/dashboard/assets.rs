@@ -8,13 +8,13 @@ pub(super) const INDEX_HTML: &[u8] = include_bytes!("../../../dashboard/dist/ind
 /// The hashed assets `index.html` refers to.
 pub(super) const ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-Bj6mNinS.js",
+        path: "/assets/index-0cpY3Bbb.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-Bj6mNinS.js"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-0cpY3Bbb.js"),
     },
     Asset {
-        path: "/assets/index-CYata7Ng.css",
+        path: "/assets/index-D1yZVO8K.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-CYata7Ng.css"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-D1yZVO8K.css"),
     },
 ];
