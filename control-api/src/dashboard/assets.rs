@@ -8,13 +8,13 @@ pub(super) const INDEX_HTML: &[u8] = include_bytes!("../../../dashboard/dist/ind
 /// The hashed assets `index.html` refers to.
 pub(super) const ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-0cpY3Bbb.js",
+        path: "/assets/index-1-hkdhTb.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-0cpY3Bbb.js"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-1-hkdhTb.js"),
     },
     Asset {
-        path: "/assets/index-D1yZVO8K.css",
+        path: "/assets/index-RjdRVGXs.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-D1yZVO8K.css"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-RjdRVGXs.css"),
     },
 ];
