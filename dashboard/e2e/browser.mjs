@@ -1,8 +1,7 @@
 // Headless Chromium (Debian's, never a downloaded one) through playwright-core, with the launch
 // flags that work as root on a CI machine, axe-core checks and two-width screenshots.
-import { mkdtempSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -13,7 +12,6 @@ export const LAPTOP = { width: 1440, height: 900 };
 export const PHONE = { width: 390, height: 844 };
 
 export async function launch() {
-  const userDataDir = mkdtempSync(join(tmpdir(), "tollgate-chromium-"));
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -25,10 +23,11 @@ export async function launch() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      `--user-data-dir=${userDataDir}`,
     ],
   });
 }
+
+// playwright-core starts Chromium with a new, empty --user-data-dir of its own.
 
 /** A page that records console errors and CSP violations, which fail the run. */
 export async function newPage(browser, baseURL, options = {}) {

@@ -32,6 +32,20 @@ export function zoneName(zone: Zone): string {
   return zone === "utc" ? "UTC" : Intl.DateTimeFormat().resolvedOptions().timeZone;
 }
 
+/** A billing period (a UTC calendar month, end exclusive) as "Jan 1 – Jan 31, 2026 (UTC)". */
+export function formatPeriod(start: string, end: string): string {
+  const last = new Date(Date.parse(end) - 1);
+  const f = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "short", day: "numeric", timeZone: "UTC" });
+  return `${f.formatRange(new Date(start), last)} (UTC)`;
+}
+
+/** Seconds as "15 min" or "42 s". */
+export function formatWait(seconds: number): string {
+  if (seconds < 90) return `${seconds} s`;
+  const minutes = Math.ceil(seconds / 60);
+  return `${minutes} min`;
+}
+
 const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
 
 export function formatCount(value: number): string {

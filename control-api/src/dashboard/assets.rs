@@ -8,13 +8,13 @@ pub(super) const INDEX_HTML: &[u8] = include_bytes!("../../../dashboard/dist/ind
 /// The hashed assets `index.html` refers to.
 pub(super) const ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-B5f-lTOM.js",
+        path: "/assets/index-1-hkdhTb.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-B5f-lTOM.js"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-1-hkdhTb.js"),
     },
     Asset {
-        path: "/assets/index-Dyr2mY9C.css",
+        path: "/assets/index-RjdRVGXs.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-Dyr2mY9C.css"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-RjdRVGXs.css"),
     },
 ];

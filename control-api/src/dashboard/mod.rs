@@ -79,7 +79,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         .chain(std::iter::once(&ASSET_PATH))
         .map(|path| Endpoint {
             method: Method::GET,
-            path: *path,
+            path,
             access: Access::Public,
         })
         .collect()

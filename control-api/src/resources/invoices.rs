@@ -382,7 +382,7 @@ pub struct UpcomingInvoice {
 
 /// The current period's invoice as it stands now (usage so far; subscriptions to the period's
 /// end as they are), rated exactly as `tollgate-invoicing monthly` will rate it.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/upcoming", tag = "invoices",
+#[utoipa::path(get, operation_id = "getUpcomingInvoice", path = "/api/v1/tenants/{tenant_id}/invoices/upcoming", tag = "invoices",
     security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id")),
     responses((status = 200, body = UpcomingInvoice),

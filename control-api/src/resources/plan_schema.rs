@@ -11,6 +11,9 @@
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+// Integer fields stop at 2^53 - 1 in the document: exact in every JSON parser (and in
+// JavaScript), and far beyond any real plan; the server itself accepts up to i64.
+
 /// A decimal amount in major units as the plan validation accepts it: not negative, at most
 /// 1 000 000 000 and 12 decimal places.
 const DECIMAL_PATTERN: &str = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,12})?$|^1000000000(\.0{1,12})?$";
@@ -62,7 +65,7 @@ pub enum QuotaCapDoc {
 #[schema(as = Quota)]
 pub struct QuotaDoc {
     /// Requests included per month.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     included_requests: u64,
     /// Hard or soft cap.
     cap: QuotaCapDoc,
@@ -123,7 +126,12 @@ pub enum CurrencyCodeDoc {
 #[schema(as = PriceTier)]
 pub struct TierDoc {
     /// Upper bound of the tier; `null` for the last.
-    #[schema(minimum = 1, nullable, required = true)]
+    #[schema(
+        minimum = 1,
+        maximum = 9_007_199_254_740_991_i64,
+        nullable,
+        required = true
+    )]
     up_to: Option<u64>,
     /// Price per unit, a decimal string in major units (`"0.0004"`).
     #[schema(
@@ -180,10 +188,10 @@ pub struct FlatPricing {
     /// Currency of every amount in the plan.
     currency: CurrencyCodeDoc,
     /// Monthly base fee in minor units of `currency`.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     base_fee_minor: i64,
     /// Units included in the base fee; default 0.
-    #[schema(minimum = 0, required = false)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, required = false)]
     included_units: u64,
 }
 
@@ -196,10 +204,10 @@ pub struct GraduatedPricing {
     /// Currency of every amount in the plan.
     currency: CurrencyCodeDoc,
     /// Monthly base fee in minor units of `currency`.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     base_fee_minor: i64,
     /// Units included in the base fee; default 0.
-    #[schema(minimum = 0, required = false)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, required = false)]
     included_units: u64,
     /// Ascending tiers; the last is open-ended.
     #[schema(min_items = 1)]
@@ -215,10 +223,10 @@ pub struct VolumePricing {
     /// Currency of every amount in the plan.
     currency: CurrencyCodeDoc,
     /// Monthly base fee in minor units of `currency`.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     base_fee_minor: i64,
     /// Units included in the base fee; default 0.
-    #[schema(minimum = 0, required = false)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, required = false)]
     included_units: u64,
     /// Ascending tiers; the last is open-ended.
     #[schema(min_items = 1)]
@@ -235,13 +243,13 @@ pub struct PackagePricing {
     /// Currency of every amount in the plan.
     currency: CurrencyCodeDoc,
     /// Monthly base fee in minor units of `currency`.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     base_fee_minor: i64,
     /// Units included in the base fee; default 0.
-    #[schema(minimum = 0, required = false)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64, required = false)]
     included_units: u64,
     /// Units per block.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     package_size: u64,
     /// Price per block, a decimal string in major units.
     #[schema(

@@ -290,6 +290,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant_id}/invoices/upcoming": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The current period's invoice as it stands now (usage so far; subscriptions to the period's
+         *     end as they are), rated exactly as `tollgate-invoicing monthly` will rate it.
+         */
+        get: operations["getUpcomingInvoice"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}": {
         parameters: {
             query?: never;
@@ -861,6 +881,8 @@ export interface components {
              * @description Id.
              */
             id: string;
+            /** @description `TG-YYYY-NNNNNN`, gapless across the platform, once finalized. */
+            number?: string | null;
             /**
              * Format: date-time
              * @description End of the billed month (exclusive).
@@ -871,7 +893,7 @@ export interface components {
              * @description Start of the billed UTC calendar month (inclusive).
              */
             period_start: string;
-            /** @description `draft`, `finalized`, `pushed`, `emailed`, `stored` or `void`. */
+            /** @description `draft`, `finalized`, `paid`, `payment_failed`, `uncollectible` or `void`. */
             status: string;
             /**
              * Format: uuid
@@ -1067,6 +1089,8 @@ export interface components {
                  * @description Id.
                  */
                 id: string;
+                /** @description `TG-YYYY-NNNNNN`, gapless across the platform, once finalized. */
+                number?: string | null;
                 /**
                  * Format: date-time
                  * @description End of the billed month (exclusive).
@@ -1077,7 +1101,7 @@ export interface components {
                  * @description Start of the billed UTC calendar month (inclusive).
                  */
                 period_start: string;
-                /** @description `draft`, `finalized`, `pushed`, `emailed`, `stored` or `void`. */
+                /** @description `draft`, `finalized`, `paid`, `payment_failed`, `uncollectible` or `void`. */
                 status: string;
                 /**
                  * Format: uuid
@@ -1573,6 +1597,68 @@ export interface components {
             refresh_token: string;
             /** @description Always `Bearer`. */
             token_type: string;
+        };
+        /**
+         * @description The invoice the current period would produce if it closed now: computed by the same rating
+         *     code as the monthly job, from the usage so far, and stored nowhere.
+         */
+        UpcomingInvoice: {
+            /**
+             * Format: date-time
+             * @description When this projection was computed.
+             */
+            computed_at: string;
+            /** @description ISO 4217 code of every amount. */
+            currency: string;
+            /** @description Lines, in print order. */
+            lines: components["schemas"]["UpcomingLine"][];
+            /**
+             * Format: date-time
+             * @description Start of the next month (exclusive).
+             */
+            period_end: string;
+            /**
+             * Format: date-time
+             * @description Start of the current UTC month.
+             */
+            period_start: string;
+            /**
+             * Format: uuid
+             * @description The tenant.
+             */
+            tenant_id: string;
+            /**
+             * Format: int64
+             * @description Sum of the lines, in minor units.
+             */
+            total_minor: number;
+        };
+        /** @description One line of the upcoming invoice. */
+        UpcomingLine: {
+            /**
+             * Format: int64
+             * @description Amount in minor units; authoritative.
+             */
+            amount_minor: number;
+            /**
+             * Format: date-time
+             * @description For a correction: the start of the earlier period whose late usage it bills.
+             */
+            corrects_period_start?: string | null;
+            /** @description What is charged. */
+            description: string;
+            /** @description `base_fee`, `usage` or `correction`. */
+            kind: string;
+            /**
+             * Format: int64
+             * @description Units.
+             */
+            quantity: number;
+            /**
+             * @description Exact decimal price per unit in major units (display only).
+             * @example 0.001
+             */
+            unit_price: string;
         };
         /**
          * @description Changes to a plan's name and limits. Pricing is immutable, like a Stripe price: create a
@@ -2497,6 +2583,54 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Page_InvoiceView"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getUpcomingInvoice: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Tenant id */
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UpcomingInvoice"];
+                };
+            };
+            /** @description No such tenant, or no subscription this period */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `cannot_rate`: the period's plans cannot be rated together */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             "4XX": {

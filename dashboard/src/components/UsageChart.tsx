@@ -5,6 +5,8 @@ import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { Zone } from "../format";
 
+const COUNT_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7, 1e8, 1e9];
+
 export interface Series {
   label: string;
   color: string;
@@ -25,8 +27,9 @@ export function UsageChart({ times, series, zone, height = 260, label }: { times
       legend: { show: true, live: false },
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
       axes: [
-        { stroke: "#475467", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#d0d5dd" } },
-        { stroke: "#475467", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#d0d5dd" }, size: 60 },
+        { stroke: "#475467", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#d0d5dd" }, space: 90 },
+        // Counts: whole-number steps only.
+        { stroke: "#475467", grid: { stroke: "#eaecf0" }, ticks: { stroke: "#d0d5dd" }, size: 60, incrs: COUNT_STEPS },
       ],
       series: [
         {},

@@ -60,15 +60,13 @@ export function statusTone(status: string): Tone {
   switch (status) {
     case "active":
     case "paid":
-    case "stored":
-    case "emailed":
-    case "pushed":
       return "green";
     case "revoked":
     case "suspended":
-    case "void":
-    case "failed":
+    case "payment_failed":
+    case "uncollectible":
       return "red";
+    case "void":
     case "expired":
     case "draft":
       return "gray";

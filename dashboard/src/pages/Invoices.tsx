@@ -1,7 +1,7 @@
 import { useState } from "react";
 import { api, authorization, call, toApiError, type ApiError } from "../api/client";
 import { Badge, ErrorBanner, Loading, statusTone } from "../components/feedback";
-import { formatCount, formatMoney, formatTime } from "../format";
+import { formatCount, formatMoney, formatPeriod, formatTime } from "../format";
 import { asApiError, useLoad } from "../hooks";
 import { Link } from "../router";
 import { useSession } from "../session";
@@ -27,6 +27,7 @@ export function InvoicesPage({ tenantId }: { tenantId: string }) {
             <thead>
               <tr>
                 <th scope="col">Period</th>
+                <th scope="col">Number</th>
                 <th scope="col">Status</th>
                 <th scope="col">Payment</th>
                 <th scope="col" className="num">
@@ -41,8 +42,9 @@ export function InvoicesPage({ tenantId }: { tenantId: string }) {
                   <th scope="row">
                     <Link href={`/invoices/${invoice.id}`}>{periodLabel(invoice.period_start)}</Link>
                   </th>
+                  <td>{invoice.number ? <code>{invoice.number}</code> : <span className="muted">—</span>}</td>
                   <td>
-                    <Badge tone={statusTone(invoice.status)}>{invoice.status}</Badge>
+                    <Badge tone={statusTone(invoice.status)}>{invoice.status.replace("_", " ")}</Badge>
                   </td>
                   <td>{paymentLabel(invoice.status)}</td>
                   <td className="num">{formatMoney(invoice.total_minor, invoice.currency)}</td>
@@ -62,19 +64,23 @@ function periodLabel(start: string): string {
   return new Intl.DateTimeFormat(undefined, { month: "long", year: "numeric", timeZone: "UTC" }).format(new Date(start));
 }
 
-/** What the invoice's lifecycle status says about payment (no payment status is tracked yet). */
+/** What the invoice's status says about payment. */
 function paymentLabel(status: string): string {
   switch (status) {
     case "draft":
       return "Not issued";
+    case "finalized":
+      return "Due";
+    case "paid":
+      return "Paid";
+    case "payment_failed":
+      return "Payment failed";
+    case "uncollectible":
+      return "Uncollectible";
     case "void":
       return "Void";
-    case "pushed":
-    case "emailed":
-    case "stored":
-      return "Sent for payment";
     default:
-      return "Due";
+      return status;
   }
 }
 
@@ -136,10 +142,12 @@ export function InvoiceDetailPage({ tenantId, invoiceId }: { tenantId: string; i
           <ErrorBanner error={downloadError} title="The invoice could not be downloaded." />
           <dl className="facts">
             <div>
-              <dt>Period (UTC)</dt>
-              <dd>
-                {formatTime(invoice.data.period_start, "utc", "date")} – {formatTime(invoice.data.period_end, "utc", "date")}
-              </dd>
+              <dt>Period</dt>
+              <dd>{formatPeriod(invoice.data.period_start, invoice.data.period_end)}</dd>
+            </div>
+            <div>
+              <dt>Number</dt>
+              <dd>{invoice.data.number ?? "—"}</dd>
             </div>
             <div>
               <dt>Finalized</dt>

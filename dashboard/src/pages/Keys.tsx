@@ -125,7 +125,8 @@ export function KeysPage({ tenantId }: { tenantId: string }) {
                     <td>{formatTime(key.last_used_at, zone)}</td>
                     <td>{formatTime(key.expires_at, zone)}</td>
                     {canWrite ? (
-                      <td className="actions">
+                      <td>
+<div className="actions">
                         {key.status === "active" ? (
                           <>
                             <button type="button" className="button button-small" onClick={() => setRotating(key)} aria-label={`Rotate ${key.display_prefix}`}>
@@ -136,6 +137,7 @@ export function KeysPage({ tenantId }: { tenantId: string }) {
                             </button>
                           </>
                         ) : null}
+                        </div>
                       </td>
                     ) : null}
                   </tr>

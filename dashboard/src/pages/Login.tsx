@@ -1,6 +1,7 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { ApiError, login } from "../api/client";
 import { ErrorBanner, Notice } from "../components/feedback";
+import { formatWait } from "../format";
 import { asApiError } from "../hooks";
 import { navigate } from "../router";
 import { useSession } from "../session";
@@ -61,7 +62,7 @@ export function LoginPage() {
         ) : error !== undefined && error.status === 429 ? (
           <div className="banner banner-error" role="alert" data-testid="throttled">
             <strong>Too many sign-in attempts.</strong>
-            <span>{waitSeconds > 0 ? `Try again in ${waitSeconds} s.` : "You can try again now."}</span>
+            <span>{waitSeconds > 0 ? `Try again in ${formatWait(waitSeconds)}.` : "You can try again now."}</span>
           </div>
         ) : (
           <ErrorBanner error={error} />
@@ -75,7 +76,7 @@ export function LoginPage() {
           <input type="password" name="password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.target.value)} />
         </label>
         <button type="submit" className="button button-primary button-block" disabled={busy || waitSeconds > 0}>
-          {busy ? "Signing in…" : waitSeconds > 0 ? `Wait ${waitSeconds} s` : "Sign in"}
+          {busy ? "Signing in…" : waitSeconds > 0 ? `Wait ${formatWait(waitSeconds)}` : "Sign in"}
         </button>
       </form>
     </main>

@@ -1,11 +1,11 @@
 import { useMemo } from "react";
 import { api, call } from "../api/client";
-import { upcomingInvoice } from "../api/upcoming";
+import { upcomingInvoice, type Upcoming } from "../api/upcoming";
 import { startOfToday, totals, usageSeries } from "../api/usage";
 import { ErrorBanner, Loading } from "../components/feedback";
 import { QuotaMeter } from "../components/Meter";
 import { UsageChart } from "../components/UsageChart";
-import { formatCount, formatLatency, formatMoney, formatPercent, formatTime } from "../format";
+import { formatCount, formatLatency, formatMoney, formatPercent, formatPeriod, formatTime } from "../format";
 import { useLoad } from "../hooks";
 import { useSession } from "../session";
 
@@ -65,7 +65,7 @@ export function OverviewPage({ tenantId }: { tenantId: string }) {
           ) : (
             <>
               <p className="muted">
-                {formatTime(period.data.period_start, zone, "date")} – {formatTime(period.data.period_end, zone, "date")} ·{" "}
+                {formatPeriod(period.data.period_start, period.data.period_end)} ·{" "}
                 {period.data.plan ? `Plan ${period.data.plan.name}` : "No subscription"}
               </p>
               {period.data.quota ? (
@@ -91,45 +91,54 @@ export function OverviewPage({ tenantId }: { tenantId: string }) {
           <ErrorBanner error={upcoming.error} />
           {upcoming.data === undefined ? (
             upcoming.loading ? <Loading /> : null
-          ) : upcoming.data === "unavailable" ? (
+          ) : "unavailable" in upcoming.data ? (
             <p className="muted" data-testid="projected-unavailable">
-              Not available: this server does not project invoices yet.
+              {upcoming.data.unavailable}
             </p>
           ) : (
-            <>
-              <p className="big-number" data-testid="projected-total">
-                {formatMoney(upcoming.data.total_minor, upcoming.data.currency)}
-              </p>
-              <p className="muted">If usage continues at this month's rate; billed at the end of the period.</p>
-              {upcoming.data.lines && upcoming.data.lines.length > 0 ? (
-                <table className="table table-compact">
-                  <caption className="visually-hidden">Projected invoice lines</caption>
-                  <thead>
-                    <tr>
-                      <th scope="col">Line</th>
-                      <th scope="col" className="num">
-                        Quantity
-                      </th>
-                      <th scope="col" className="num">
-                        Amount
-                      </th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {upcoming.data.lines.map((line, i) => (
-                      <tr key={i}>
-                        <td>{line.description}</td>
-                        <td className="num">{formatCount(line.quantity)}</td>
-                        <td className="num">{formatMoney(line.amount_minor, upcoming.data !== "unavailable" && upcoming.data ? upcoming.data.currency : "USD")}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              ) : null}
-            </>
+            <ProjectedBill bill={upcoming.data} />
           )}
         </section>
       </div>
+    </>
+  );
+}
+
+function ProjectedBill({ bill }: { bill: Upcoming }) {
+  const { zone } = useSession();
+  return (
+    <>
+      <p className="big-number" data-testid="projected-total">
+        {formatMoney(bill.total_minor, bill.currency)}
+      </p>
+      <p className="muted">
+        The invoice this month would produce if it closed now, rated like the monthly run; computed {formatTime(bill.computed_at, zone, "time")}.
+      </p>
+      {bill.lines.length > 0 ? (
+        <table className="table table-compact" data-testid="projected-lines">
+          <caption className="visually-hidden">Projected invoice lines</caption>
+          <thead>
+            <tr>
+              <th scope="col">Line</th>
+              <th scope="col" className="num">
+                Quantity
+              </th>
+              <th scope="col" className="num">
+                Amount
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {bill.lines.map((line, i) => (
+              <tr key={i}>
+                <th scope="row">{line.description}</th>
+                <td className="num">{formatCount(line.quantity)}</td>
+                <td className="num">{formatMoney(line.amount_minor, bill.currency)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
     </>
   );
 }

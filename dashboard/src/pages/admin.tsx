@@ -114,7 +114,8 @@ export function TenantsPage() {
                       <Badge tone={statusTone(t.status)}>{t.status}</Badge>
                     </td>
                     <td>{formatTime(t.created_at, zone)}</td>
-                    <td className="actions">
+                    <td>
+<div className="actions">
                       {t.status === "active" ? (
                         <button type="button" className="button button-small button-danger-outline" onClick={() => setConfirm({ tenant: t, action: "suspend" })} aria-label={`Suspend ${t.slug}`}>
                           Suspend
@@ -124,6 +125,7 @@ export function TenantsPage() {
                           Reactivate
                         </button>
                       )}
+                      </div>
                     </td>
                   </tr>
                 ))}
