@@ -18,6 +18,9 @@ use tollgate_invoicing::config::MonthlyConfig;
 use tollgate_invoicing::job::{Faults, run_monthly};
 use tollgate_test_support::TestDb;
 
+/// Connections the run uses (the binary's default).
+const WORKERS: usize = 4;
+
 const PRICINGS: [&str; 3] = [
     r#"{"currency":"USD","base_fee_minor":4900,"included_units":1000,"model":"graduated","tiers":[{"up_to":10000,"unit_price":"0.001"},{"up_to":100000,"unit_price":"0.0008"},{"up_to":null,"unit_price":"0.0005"}]}"#,
     r#"{"currency":"USD","base_fee_minor":9900,"model":"volume","tiers":[{"up_to":50000,"unit_price":"0.002"},{"up_to":null,"unit_price":"0.0015"}]}"#,
@@ -77,11 +80,15 @@ async fn main() {
         tenant: None,
         dry_run: false,
         correction_lookback_months: 12,
+        workers: WORKERS,
     };
-    let mut runner = db.client().await;
+    let mut runners = Vec::new();
+    for _ in 0..WORKERS {
+        runners.push(db.client().await);
+    }
     let started = Instant::now();
     let summary = run_monthly(
-        &mut runner,
+        &mut runners,
         &config,
         &mut Faults::default(),
         &mut String::new(),
@@ -98,7 +105,7 @@ async fn main() {
         .unwrap()
         .get(0);
     println!(
-        "monthly: {} created, {} failed, {invoices} finalized invoices in {elapsed:.1} s ({:.0} invoices/s)",
+        "monthly ({WORKERS} connections): {} created, {} failed, {invoices} finalized invoices in {elapsed:.1} s ({:.0} invoices/s)",
         summary.created,
         summary.failed,
         f64::from(u32::try_from(invoices).unwrap()) / elapsed

@@ -134,10 +134,11 @@ async fn requests_through_the_proxy_are_billed_exactly_once_on_the_monthly_invoi
         tenant: None,
         dry_run: false,
         correction_lookback_months: 12,
+        workers: 1,
     };
     for _ in 0..2 {
         let summary = run_monthly(
-            &mut invoicing,
+            std::slice::from_mut(&mut invoicing),
             &config,
             &mut Faults::default(),
             &mut String::new(),
