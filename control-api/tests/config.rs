@@ -172,7 +172,7 @@ async fn bad_routes_get_422_naming_the_field_and_change_nothing() {
         (with("upstreams", json!([])), "upstreams"),
         (with("upstreams", json!(["a:1", "no-port"])), "upstreams[1]"),
         (
-            with("upstreams", json!(["https://secure:443"])),
+            with("upstreams", json!(["ftp://secure:21"])),
             "upstreams[0]",
         ),
         (with("upstreams", json!(vec!["a:1"; 65])), "upstreams"),
