@@ -257,11 +257,22 @@ impl HeadScanner {
     }
 }
 
-/// Reads one request head from `stream`: the first byte within `wait`, the rest within
+/// Reads one request head from `stream`: the first byte within `wait` (an idle connection is
+/// given up at once when the server shuts down, as Pingora does), the rest within
 /// `settings.head_timeout` of it.
-async fn read_head(stream: &mut Stream, wait: Duration, settings: &ConnectionSettings) -> Head {
+async fn read_head(
+    stream: &mut Stream,
+    wait: Duration,
+    settings: &ConnectionSettings,
+    shutdown: &ShutdownWatch,
+) -> Head {
     let mut buf = BytesMut::with_capacity(INITIAL_HEAD_BUFFER);
-    match tokio::time::timeout(wait, stream.read_buf(&mut buf)).await {
+    let first = tokio::select! {
+        biased;
+        read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
+        () = stopping(shutdown.clone()) => return Head::Closed,
+    };
+    match first {
         Err(_) => return Head::Refused(CloseReason::IdleTimeout),
         Ok(Ok(0) | Err(_)) => return Head::Closed,
         Ok(Ok(_)) => {}
@@ -284,6 +295,12 @@ async fn read_head(stream: &mut Stream, wait: Duration, settings: &ConnectionSet
             Ok(Ok(_)) => {}
         }
     }
+}
+
+/// Resolves once the server begins to shut down.
+async fn stopping(mut shutdown: ShutdownWatch) {
+    // The guard `wait_for` returns is not Send: it is dropped here.
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
 /// The answer to a head the guard refused, if it gets one.
@@ -395,15 +412,21 @@ where
         let mut persistent: Option<HttpPersistentSettings> = None;
         // A new connection gets as long to send its first byte as a kept-alive one.
         loop {
-            let head =
-                match read_head(&mut stream, self.settings.idle_timeout, &self.settings).await {
-                    Head::Complete(head) => head,
-                    Head::Closed => return None,
-                    Head::Refused(reason) => {
-                        self.end(stream, reason).await;
-                        return None;
-                    }
-                };
+            let head = match read_head(
+                &mut stream,
+                self.settings.idle_timeout,
+                &self.settings,
+                shutdown,
+            )
+            .await
+            {
+                Head::Complete(head) => head,
+                Head::Closed => return None,
+                Head::Refused(reason) => {
+                    self.end(stream, reason).await;
+                    return None;
+                }
+            };
             let mut session = ServerSession::new_http1(stream);
             match persistent.take() {
                 Some(settings) => settings.apply_to_session(&mut session),

@@ -60,8 +60,10 @@ pub fn set_forwarding_headers(
     client: Option<IpAddr>,
     peer_trusted: bool,
 ) -> Result<()> {
+    // Each address is formatted once; a header value is shared, not copied.
+    let peer_value = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
     if peer_trusted {
-        if let Some(peer) = peer {
+        if let Some(peer) = &peer_value {
             let mut chain = String::new();
             for value in upstream.headers.get_all("x-forwarded-for") {
                 if let Ok(value) = value.to_str() {
@@ -69,24 +71,33 @@ pub fn set_forwarding_headers(
                     chain.push_str(", ");
                 }
             }
-            chain.push_str(&peer.to_string());
-            upstream.insert_header("x-forwarded-for", chain)?;
+            if chain.is_empty() {
+                upstream.insert_header("x-forwarded-for", peer.clone())?;
+            } else {
+                chain.push_str(peer.to_str().unwrap_or_default());
+                upstream.insert_header("x-forwarded-for", chain)?;
+            }
         }
     } else {
         let host = upstream.headers.get("host").cloned();
         for name in FORWARDING_HEADERS {
             upstream.remove_header(name);
         }
-        if let Some(peer) = peer {
-            upstream.insert_header("x-forwarded-for", peer.to_string())?;
+        if let Some(peer) = &peer_value {
+            upstream.insert_header("x-forwarded-for", peer.clone())?;
         }
         upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
     }
-    match client {
-        Some(client) => upstream.insert_header("x-real-ip", client.to_string())?,
+    let client_value = match (client, &peer_value) {
+        (Some(client), Some(value)) if Some(client) == peer => Some(value.clone()),
+        (Some(client), _) => HeaderValue::from_str(&client.to_string()).ok(),
+        (None, _) => None,
+    };
+    match client_value {
+        Some(value) => upstream.insert_header("x-real-ip", value)?,
         None => {
             upstream.remove_header("x-real-ip");
         }
