@@ -496,7 +496,9 @@ fn forward_path(
     let mut forwarded =
         String::with_capacity(base.len() + rest.len() + 2 + query.map_or(0, str::len));
     forwarded.push_str(base);
-    if !rest.starts_with('/') && !(rest.is_empty() && !base.is_empty()) {
+    // `rest` is empty when the whole prefix was stripped: the base path alone is the target.
+    let bare_base = rest.is_empty() && !base.is_empty();
+    if !rest.starts_with('/') && !bare_base {
         forwarded.push('/');
     }
     forwarded.push_str(rest);
