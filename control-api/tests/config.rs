@@ -156,6 +156,78 @@ async fn routes_to_internal_networks_get_422_naming_the_upstream() {
 }
 
 #[actix_web::test]
+async fn https_routes_take_tls_material_whose_key_is_never_returned() {
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nBAUG\n-----END PRIVATE KEY-----\n";
+    let h = Harness::new().await;
+    let app = app!(h);
+    let admin = h.token(&h.own.admin);
+    let base = format!("/api/v1/tenants/{}/routes", h.own.id);
+    let (status, route) = call!(
+        app,
+        authed(TestRequest::post().uri(&base), &admin).set_json(json!({
+            "path_prefix": "/secure",
+            "upstreams": ["https://api.example.com/v2", "https://93.184.216.34:8443"],
+            "tls_ca_pem": CERT,
+            "tls_client_cert_pem": CERT,
+            "tls_client_key_pem": KEY,
+        }))
+    );
+    assert_eq!(status, 201, "{route}");
+    assert_eq!(route["tls_ca_pem"], CERT);
+    assert_eq!(route["tls_client_key_set"], true);
+    assert!(
+        !route.to_string().contains("BAUG"),
+        "the key came back: {route}"
+    );
+    let id = route["id"].as_str().unwrap();
+    // A change elsewhere keeps the stored key; clearing certificate and key together works.
+    let (status, kept) = call!(
+        app,
+        authed(TestRequest::patch().uri(&format!("{base}/{id}")), &admin)
+            .set_json(json!({ "name": "secure" }))
+    );
+    assert_eq!(
+        (status, &kept["tls_client_key_set"]),
+        (200, &json!(true)),
+        "{kept}"
+    );
+    let (status, cleared) = call!(
+        app,
+        authed(TestRequest::patch().uri(&format!("{base}/{id}")), &admin)
+            .set_json(json!({ "tls_client_cert_pem": null, "tls_client_key_pem": null }))
+    );
+    assert_eq!(
+        (status, &cleared["tls_client_key_set"]),
+        (200, &json!(false)),
+        "{cleared}"
+    );
+    for (body, field) in [
+        (json!({ "tls_ca_pem": "not pem" }), "tls_ca_pem"),
+        (json!({ "tls_ca_pem": KEY }), "tls_ca_pem"),
+        (json!({ "tls_client_cert_pem": CERT }), "tls_client_key_pem"),
+        (
+            json!({ "tls_client_cert_pem": CERT, "tls_client_key_pem": CERT }),
+            "tls_client_key_pem",
+        ),
+        (
+            json!({ "upstreams": ["https://api.example.com/../admin"] }),
+            "upstreams[0]",
+        ),
+    ] {
+        let (status, answer) = call!(
+            app,
+            authed(TestRequest::patch().uri(&format!("{base}/{id}")), &admin).set_json(&body)
+        );
+        assert_eq!(
+            (status, error_of(&answer)),
+            (422, (Some("invalid_field"), Some(field))),
+            "{body} → {answer}"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn bad_routes_get_422_naming_the_field_and_change_nothing() {
     let h = Harness::new().await;
     let app = app!(h);
@@ -172,7 +244,7 @@ async fn bad_routes_get_422_naming_the_field_and_change_nothing() {
         (with("upstreams", json!([])), "upstreams"),
         (with("upstreams", json!(["a:1", "no-port"])), "upstreams[1]"),
         (
-            with("upstreams", json!(["https://secure:443"])),
+            with("upstreams", json!(["ftp://secure:21"])),
             "upstreams[0]",
         ),
         (with("upstreams", json!(vec!["a:1"; 65])), "upstreams"),

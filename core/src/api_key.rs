@@ -282,6 +282,12 @@ impl KeyHash {
         Self(out)
     }
 
+    /// All zeros: matches no key (HMAC output is never all zeros in practice); what an unknown
+    /// key id is verified against, so that it costs what a known one does.
+    pub const fn zeroed() -> Self {
+        Self([0; 32])
+    }
+
     /// Reads a stored hash; `None` unless exactly 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)

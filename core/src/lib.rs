@@ -21,6 +21,8 @@ pub mod rating;
 #[cfg(feature = "db")]
 pub mod rating_inputs;
 pub mod upstream_policy;
+pub mod upstream_target;
+pub mod upstream_tls;
 pub mod usage_event;
 
 pub use api_key::{
@@ -39,4 +41,6 @@ pub use upstream_policy::{
     ENV_UPSTREAM_ALLOW_NETWORKS, IpNetwork, NetworkParseError, UpstreamPolicy, UpstreamRefusal,
     parse_networks,
 };
+pub use upstream_target::{UpstreamTarget, UpstreamTargetError};
+pub use upstream_tls::{UpstreamTls, UpstreamTlsError};
 pub use usage_event::{EventDecodeError, Outcome, UsageData, UsageEvent};

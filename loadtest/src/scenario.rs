@@ -346,6 +346,8 @@ impl Lab {
             ("TOLLGATE_PROXY_INSTANCE", "loadtest".into()),
             // The upstreams of the load test listen on loopback, refused unless allowed.
             ("TOLLGATE_UPSTREAM_ALLOW_NETWORKS", "127.0.0.1/32".into()),
+            // Every load-generator connection comes from one address.
+            ("TOLLGATE_PROXY_MAX_CONNECTIONS_PER_ADDRESS", "0".into()),
             ("TOLLGATE_LOG", "warn".into()),
         ]
         .map(|(k, v)| (k.to_owned(), v))

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tollgate_core::plan::{FailureMode, PlanSpec, Pricing, Quota};
 use tollgate_core::{
     ENV_UPSTREAM_ALLOW_NETWORKS, KeyHash, KeyId, Plan, PlanId, RatePolicy, RouteId, TenantId,
-    UpstreamPolicy,
+    UpstreamPolicy, UpstreamTarget, UpstreamTls,
 };
 
 use crate::jwt::JwtIssuer;
@@ -130,8 +130,17 @@ pub struct RouteEntry {
     /// Remove the prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
-    /// `host:port` of each upstream.
+    /// Each upstream: `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`.
     pub upstreams: Vec<String>,
+    /// PEM CA bundle `https://` upstreams are verified against (default: the system roots).
+    #[serde(default)]
+    pub tls_ca_pem: Option<String>,
+    /// PEM client certificate chain for mutual TLS (with `tls_client_key_pem`).
+    #[serde(default)]
+    pub tls_client_cert_pem: Option<String>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub tls_client_key_pem: Option<String>,
     /// Milliseconds.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u32,
@@ -318,18 +327,32 @@ pub async fn build(
                     "needs at least one",
                 ));
             }
-            let mut upstream_addrs = Vec::new();
+            let material = UpstreamTls::from_pem(
+                route.tls_ca_pem.as_deref(),
+                route.tls_client_cert_pem.as_deref(),
+                route.tls_client_key_pem.as_deref(),
+            )
+            .map_err(|e| invalid(at(&format!("routes[{r}].{}", e.field)), e.reason))?;
+            let tls = crate::upstreams::endpoint_tls(material.as_ref())
+                .map_err(|reason| invalid(at(&format!("routes[{r}].tls")), reason))?;
+            let (mut upstream_addrs, mut upstream_endpoints) = (Vec::new(), Vec::new());
             for (u, upstream) in route.upstreams.iter().enumerate() {
-                if let Err(refusal) = policy.check_host(upstream_host(upstream)) {
+                let field = || at(&format!("routes[{r}].upstreams[{u}]"));
+                let target =
+                    UpstreamTarget::parse(upstream).map_err(|e| invalid(field(), e.to_string()))?;
+                if let Err(refusal) = policy.check_host(&target.host) {
                     return Err(invalid(
-                        at(&format!("routes[{r}].upstreams[{u}]")),
+                        field(),
                         format!(
                             "{upstream} is {refusal}; allow its network with \
                              {ENV_UPSTREAM_ALLOW_NETWORKS} if it is meant"
                         ),
                     ));
                 }
-                upstream_addrs.extend(crate::loader::resolve_upstream(upstream, policy).await);
+                for (addr, endpoint) in crate::upstreams::resolve(upstream, &tls, policy).await {
+                    upstream_addrs.push(addr);
+                    upstream_endpoints.push(endpoint);
+                }
             }
             routes.push(Arc::new(RouteConfig {
                 // Stable across reloads, like the plan ids.
@@ -348,6 +371,7 @@ pub async fn build(
                 strip_prefix: route.strip_prefix,
                 upstreams: route.upstreams,
                 upstream_addrs,
+                upstream_endpoints,
                 connect_timeout_ms: route.connect_timeout_ms,
                 read_timeout_ms: route.read_timeout_ms,
                 retries: route.retries,
@@ -370,18 +394,6 @@ pub async fn build(
         }
     }
     Ok(snapshot)
-}
-
-/// The host of `host:port` or `scheme://host:port/…` (brackets of an IPv6 literal kept).
-fn upstream_host(upstream: &str) -> &str {
-    let rest = upstream
-        .split_once("://")
-        .map_or(upstream, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => host,
-        _ => authority,
-    }
 }
 
 fn decode_hash(hex: &str) -> Option<KeyHash> {
@@ -457,8 +469,6 @@ mod tests {
             error.starts_with("tenants[0].routes[0].upstreams[1]"),
             "{error}"
         );
-        assert_eq!(upstream_host("http://[::1]:80/"), "[::1]");
-        assert_eq!(upstream_host("10.0.0.1:80"), "10.0.0.1");
     }
 
     #[tokio::test]

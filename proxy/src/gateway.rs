@@ -1,10 +1,14 @@
-//! The Pingora `ProxyHttp` implementation, a thin dispatcher over the policy modules:
-//! flood guard and header limit, authentication from the snapshot, route match, plan limits
-//! ([`crate::limits`]), forwarding without the credential and with `X-Tenant-Id` /
-//! `X-Request-Id`, and one usage event per request that reached auth.
+//! The Pingora `ProxyHttp` implementation, a thin dispatcher over the request path's phases
+//! ([`admission`]: flood guard, head limit, well-formed head, normal path, authentication from
+//! the snapshot, route, scope, body limit, subscription, plan limits), forwarding without the
+//! credential, with `X-Tenant-Id` / `X-Request-Id` and forwarding headers the client cannot
+//! forge ([`headers`]), and one usage event per request that reached auth.
 //!
-//! Early answers are JSON `{"error":{"code","message"}}` with a Content-Length, written so that
-//! the client connection stays open.
+//! Every early answer is a [`Refusal`], written in one place.
+
+mod admission;
+pub mod headers;
+mod refusal;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,19 +25,15 @@ use pingora_limits::rate::Rate;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use time::OffsetDateTime;
 use tollgate_core::{
-    EventId, KeyId, KeyPepper, Outcome, ParsedApiKey, TenantId, UsageData, UsageEvent,
+    EventId, IpNetwork, KeyId, KeyPepper, Outcome, TenantId, UsageData, UsageEvent,
 };
 
-use crate::credentials::{Credential, extract_credential};
-use crate::jwt::JwtPrincipal;
-use crate::limits::{LimitDecision, LimitVerdict, Limiter, seconds_until_next_month};
+pub use self::refusal::Refusal;
+use crate::limits::{LimitDecision, Limiter};
 use crate::metrics::GatewayMetrics;
-use crate::routing::match_route;
-use crate::snapshot::{KeyRecord, KeyRejection, RouteConfig, SnapshotHandle};
+use crate::snapshot::{RouteConfig, SnapshotHandle, UpstreamEndpoint};
 use crate::upstream_health::UpstreamHealth;
 use crate::usage::UsageSink;
-
-const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// Gateway settings that do not come from the config snapshot.
 #[derive(Debug, Clone)]
@@ -45,6 +45,10 @@ pub struct GatewaySettings {
     pub flood_threshold: u32,
     /// The `source` of usage events: this proxy instance.
     pub instance: Arc<str>,
+    /// Peers (an ingress in front) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Seconds a kept-alive connection may wait for its next request.
+    pub keepalive_seconds: u64,
 }
 
 impl Default for GatewaySettings {
@@ -53,6 +57,8 @@ impl Default for GatewaySettings {
             max_header_bytes: 32 * 1024,
             flood_threshold: 100,
             instance: Arc::from("tollgate-proxy"),
+            trusted_proxies: Vec::new(),
+            keepalive_seconds: 60,
         }
     }
 }
@@ -75,6 +81,15 @@ pub struct RequestCtx {
     upstream_elapsed: Option<Duration>,
     retries_left: u8,
     body_seen: u64,
+    /// The connection's peer.
+    peer_ip: Option<IpAddr>,
+    /// The client: the peer, or the address a trusted proxy forwarded for.
+    client_ip: Option<IpAddr>,
+    peer_trusted: bool,
+    /// The normal form of the path when it differs from the request's.
+    forward_path: Option<String>,
+    /// The upstream chosen for this attempt.
+    endpoint: Option<Arc<UpstreamEndpoint>>,
 }
 
 /// Failed authentications per client address (a count-min sketch; approximate by design).
@@ -125,163 +140,31 @@ impl Gateway {
         }
     }
 
-    fn client_ip(session: &Session) -> Option<IpAddr> {
-        match session.client_addr() {
-            Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
-            _ => None,
-        }
-    }
-
-    /// Refuses a credential: counted for the flood guard and in the metrics.
-    async fn refuse_credential(
+    /// Records what a refusal means (outcome, metrics, flood guard) and writes it.
+    async fn refuse(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        status: u16,
-        code: &'static str,
-        message: &str,
+        refusal: &Refusal,
     ) -> Result<bool> {
+        ctx.outcome = Some(refusal.outcome);
+        if let Some(label) = refusal.auth_failure {
+            self.metrics.auth_failure(label);
+        }
         // Only failed credentials feed the flood guard: a valid key of a suspended tenant is
         // not guessing.
-        if status == 401
-            && let Some(ip) = Self::client_ip(session)
+        if refusal.guessing
+            && let Some(ip) = ctx.client_ip
         {
             self.failed_auth.0.observe(&ip, 1);
         }
-        self.metrics.auth_failure(code);
-        ctx.outcome = Some(if status == 403 {
-            Outcome::Forbidden
-        } else {
-            Outcome::Unauthorized
-        });
-        reject(session, ctx.request_id, status, code, message, None).await
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = ctx.request_id.hyphenated().encode_lower(&mut id);
+        refusal
+            .write(session, id, self.settings.keepalive_seconds)
+            .await?;
+        Ok(true)
     }
-}
-
-/// Who a request authenticated as.
-enum Principal<'a> {
-    /// An API key's record in the snapshot.
-    Key(&'a KeyRecord),
-    /// A verified JWT's claims.
-    Jwt(Arc<JwtPrincipal>),
-}
-
-impl Principal<'_> {
-    fn scopes(&self) -> &[String] {
-        match self {
-            Self::Key(record) => &record.scopes,
-            Self::Jwt(principal) => &principal.scopes,
-        }
-    }
-}
-
-/// Bytes of the request line and headers, as received (give or take whitespace).
-fn head_bytes(request: &RequestHeader) -> usize {
-    let line = request.method.as_str().len()
-        + request.uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + 12;
-    request.headers.iter().fold(line, |total, (name, value)| {
-        total + name.as_str().len() + value.len() + 4
-    })
-}
-
-fn ceil_seconds(nanos: u64) -> u64 {
-    nanos.div_ceil(NANOS_PER_SECOND)
-}
-
-/// Adds the rate-limit (IETF draft and `X-RateLimit-*`) and quota headers of `decision`.
-fn apply_limit_headers(header: &mut ResponseHeader, decision: &LimitDecision) -> Result<()> {
-    let policy = decision.policy;
-    let window = u64::from(policy.burst)
-        .div_ceil(u64::from(policy.requests_per_second.max(1)))
-        .max(1);
-    let reset = ceil_seconds(decision.rate.reset_after);
-    header.insert_header(
-        "ratelimit-policy",
-        format!("\"burst\";q={};w={window}", policy.burst),
-    )?;
-    header.insert_header(
-        "ratelimit",
-        format!("\"burst\";r={};t={reset}", decision.rate.remaining),
-    )?;
-    header.insert_header("x-ratelimit-limit", policy.burst)?;
-    header.insert_header("x-ratelimit-remaining", decision.rate.remaining)?;
-    header.insert_header("x-ratelimit-reset", reset)?;
-    if let Some(quota) = decision.quota {
-        header.insert_header("x-quota-limit", quota.limit)?;
-        header.insert_header("x-quota-remaining", quota.remaining())?;
-        header.insert_header(
-            "x-quota-reset",
-            seconds_until_next_month(OffsetDateTime::now_utc()),
-        )?;
-        if quota.used > quota.limit {
-            header.insert_header("x-quota-overage", quota.used - quota.limit)?;
-        }
-    }
-    match decision.verdict {
-        LimitVerdict::RateLimited => {
-            header.insert_header(
-                "retry-after",
-                ceil_seconds(decision.rate.retry_after).max(1),
-            )?;
-        }
-        LimitVerdict::QuotaExceeded => {
-            header.insert_header(
-                "retry-after",
-                seconds_until_next_month(OffsetDateTime::now_utc()).max(1),
-            )?;
-        }
-        LimitVerdict::Allowed | LimitVerdict::Unavailable => {}
-    }
-    Ok(())
-}
-
-fn request_has_body(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .get("content-length")
-        .is_some_and(|v| v.as_bytes() != b"0")
-        || request.headers.contains_key("transfer-encoding")
-}
-
-/// Writes a JSON error with a Content-Length, keeping the connection when the request has no
-/// unread body. Returns `Ok(true)`: the request is answered.
-async fn reject(
-    session: &mut Session,
-    request_id: uuid::Uuid,
-    status: u16,
-    code: &str,
-    message: &str,
-    limit: Option<&LimitDecision>,
-) -> Result<bool> {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
-    let mut header = ResponseHeader::build(status, Some(12))?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("content-length", body.len())?;
-    let mut id = uuid::Uuid::encode_buffer();
-    header.insert_header(
-        "x-request-id",
-        &*request_id.hyphenated().encode_lower(&mut id),
-    )?;
-    if status == 401 {
-        header.insert_header("www-authenticate", "Bearer")?;
-    }
-    if let Some(decision) = limit {
-        apply_limit_headers(&mut header, decision)?;
-    }
-    if status == 503 || code == "too_many_failed_auth" {
-        header.insert_header("retry-after", 1)?;
-    }
-    if !request_has_body(session.req_header()) {
-        session.set_keepalive(Some(60));
-    }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(true)
 }
 
 #[async_trait]
@@ -305,210 +188,35 @@ impl ProxyHttp for Gateway {
             upstream_elapsed: None,
             retries_left: 0,
             body_seen: 0,
+            peer_ip: None,
+            client_ip: None,
+            peer_trusted: false,
+            forward_path: None,
+            endpoint: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         self.metrics.in_flight(1);
         ctx.counted_in_flight = true;
-        if let Some(ip) = Self::client_ip(session) {
-            let failures = self
-                .failed_auth
-                .0
-                .rate_with(&ip, |rate| rate.prev_samples.max(rate.curr_samples));
-            if failures >= isize::try_from(self.settings.flood_threshold).unwrap_or(isize::MAX) {
-                self.metrics.flood_refusal();
-                ctx.outcome = Some(Outcome::Rejected);
-                return reject(
-                    session,
-                    ctx.request_id,
-                    429,
-                    "too_many_failed_auth",
-                    "too many failed authentications from this address; slow down",
-                    None,
-                )
-                .await;
-            }
-        }
-        let head = head_bytes(session.req_header());
-        ctx.request_head_bytes = u64::try_from(head).unwrap_or(u64::MAX);
-        if head > self.settings.max_header_bytes {
-            ctx.outcome = Some(Outcome::Rejected);
-            let message = format!(
-                "the request head exceeds {} bytes",
-                self.settings.max_header_bytes
-            );
-            return reject(
-                session,
-                ctx.request_id,
-                431,
-                "headers_too_large",
-                &message,
-                None,
-            )
-            .await;
-        }
-        let Some(snapshot) = self.snapshot.load() else {
-            ctx.outcome = Some(Outcome::Rejected);
-            return reject(
-                session,
-                ctx.request_id,
-                503,
-                "not_ready",
-                "the gateway is starting",
-                None,
-            )
-            .await;
+        ctx.peer_ip = match session.client_addr() {
+            Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
+            _ => None,
         };
-        ctx.reached_auth = true;
-        let authenticated = match extract_credential(session.req_header()) {
-            Ok(Credential::ApiKey(key)) => match ParsedApiKey::parse(key) {
-                Ok(key) => snapshot
-                    .config
-                    .authenticate_key(&key, &self.pepper, ctx.arrived)
-                    .map(|(tenant, record)| (tenant, Principal::Key(record)))
-                    .map_err(|rejection| {
-                        let status = if rejection == KeyRejection::TenantSuspended {
-                            403
-                        } else {
-                            401
-                        };
-                        (status, rejection.code(), rejection.to_string())
-                    }),
-                Err(e) => Err((401, "invalid_api_key", e.to_string())),
-            },
-            Ok(Credential::Jwt(token)) => snapshot
-                .config
-                .authenticate_jwt(token, ctx.arrived)
-                .map(|(tenant, principal)| (tenant, Principal::Jwt(principal)))
-                .map_err(|rejection| (rejection.status(), rejection.code(), rejection.to_string())),
-            Err(rejection) => Err((401, rejection.code(), rejection.to_string())),
-        };
-        let (tenant, principal) = match authenticated {
-            Ok(found) => found,
-            Err((status, code, message)) => {
-                return self
-                    .refuse_credential(session, ctx, status, code, &message)
-                    .await;
+        (ctx.client_ip, ctx.peer_trusted) = headers::client_address(
+            ctx.peer_ip,
+            session.req_header(),
+            &self.settings.trusted_proxies,
+        );
+        match self.admit(session.req_header(), ctx).await {
+            Ok(()) => {
+                if let Some(route) = &ctx.route {
+                    ctx.retries_left = route.retries;
+                }
+                Ok(false)
             }
-        };
-        ctx.tenant = Some(tenant.id);
-        if let Principal::Key(record) = &principal {
-            ctx.key_id = Some(record.id);
+            Err(refusal) => self.refuse(session, ctx, &refusal).await,
         }
-        let request = session.req_header();
-        let host = request
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri.host());
-        let routes = snapshot
-            .config
-            .routes
-            .get(&tenant.id)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let Some(route) = match_route(routes, host, request.uri.path()) else {
-            ctx.outcome = Some(Outcome::Rejected);
-            let message = "no route matches this host and path";
-            return reject(session, ctx.request_id, 404, "no_route", message, None).await;
-        };
-        ctx.route = Some(route.clone());
-        if let Some(scope) = &route.required_scope
-            && !principal.scopes().iter().any(|s| s == scope)
-        {
-            ctx.outcome = Some(Outcome::Forbidden);
-            let message = format!("the credential lacks the scope {scope:?}");
-            return reject(
-                session,
-                ctx.request_id,
-                403,
-                "missing_scope",
-                &message,
-                None,
-            )
-            .await;
-        }
-        let declared = request
-            .headers
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > route.max_body_bytes) {
-            ctx.outcome = Some(Outcome::Rejected);
-            let message = format!("the request body exceeds {} bytes", route.max_body_bytes);
-            return reject(
-                session,
-                ctx.request_id,
-                413,
-                "body_too_large",
-                &message,
-                None,
-            )
-            .await;
-        }
-        let Some(plan) = &tenant.plan else {
-            ctx.outcome = Some(Outcome::Forbidden);
-            let message = "the tenant has no active subscription";
-            return reject(
-                session,
-                ctx.request_id,
-                403,
-                "no_subscription",
-                message,
-                None,
-            )
-            .await;
-        };
-        let decision = self.limiter.check(tenant.id, plan).await;
-        ctx.limit = Some(decision);
-        match decision.verdict {
-            LimitVerdict::Allowed => {}
-            LimitVerdict::RateLimited => {
-                ctx.outcome = Some(Outcome::RateLimited);
-                let message = format!(
-                    "rate limit of {} requests per second (burst {}) exceeded",
-                    decision.policy.requests_per_second, decision.policy.burst
-                );
-                return reject(
-                    session,
-                    ctx.request_id,
-                    429,
-                    "rate_limited",
-                    &message,
-                    Some(&decision),
-                )
-                .await;
-            }
-            LimitVerdict::QuotaExceeded => {
-                ctx.outcome = Some(Outcome::QuotaExceeded);
-                let message = "the monthly request quota of the plan is used up";
-                return reject(
-                    session,
-                    ctx.request_id,
-                    429,
-                    "quota_exceeded",
-                    message,
-                    Some(&decision),
-                )
-                .await;
-            }
-            LimitVerdict::Unavailable => {
-                ctx.outcome = Some(Outcome::Rejected);
-                let message = "rate limiting is unavailable and the plan fails closed";
-                return reject(
-                    session,
-                    ctx.request_id,
-                    503,
-                    "rate_limiter_unavailable",
-                    message,
-                    None,
-                )
-                .await;
-            }
-        }
-        ctx.retries_left = route.retries;
-        Ok(false)
     }
 
     async fn request_body_filter(
@@ -542,13 +250,33 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         let start = self.next_upstream.fetch_add(1, Ordering::Relaxed);
-        let Some(addr) = self.health.pick(&route.upstream_addrs, start) else {
+        let picked = self
+            .health
+            .pick_index(&route.upstream_addrs, start)
+            .and_then(|i| {
+                Some((
+                    *route.upstream_addrs.get(i)?,
+                    route.upstream_endpoints.get(i)?,
+                ))
+            });
+        let Some((addr, endpoint)) = picked else {
             return Err(Error::explain(
                 ErrorType::ConnectNoRoute,
                 "no upstream of the route resolved",
             ));
         };
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &endpoint.tls {
+            // Verified against the route's CA or the system roots, for the upstream's name.
+            Some(tls) => {
+                let mut peer = HttpPeer::new(addr, true, endpoint.host.clone());
+                peer.options.ca.clone_from(&tls.ca);
+                peer.client_cert_key.clone_from(&tls.client);
+                peer.group_key = tls.pool_key;
+                peer
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
+        ctx.endpoint = Some(endpoint.clone());
         peer.options.connection_timeout =
             Some(Duration::from_millis(u64::from(route.connect_timeout_ms)));
         peer.options.read_timeout = Some(Duration::from_millis(u64::from(route.read_timeout_ms)));
@@ -589,26 +317,20 @@ impl ProxyHttp for Gateway {
         let mut id = uuid::Uuid::encode_buffer();
         let id = ctx.request_id.hyphenated().encode_lower(&mut id);
         upstream_request.insert_header("x-request-id", &*id)?;
-        if let Some(route) = &ctx.route
-            && route.strip_prefix
-            && route.path_prefix != "/"
-        {
-            let uri = &upstream_request.uri;
-            let path = uri.path();
-            let rest = path.get(route.path_prefix.len()..).unwrap_or_default();
-            let mut stripped = String::with_capacity(rest.len() + 1);
-            if !rest.starts_with('/') {
-                stripped.push('/');
-            }
-            stripped.push_str(rest);
-            if let Some(query) = uri.query() {
-                stripped.push('?');
-                stripped.push_str(query);
-            }
-            let uri = http::Uri::try_from(stripped).map_err(|e| {
-                Error::because(ErrorType::InvalidHTTPHeader, "stripping the prefix", e)
-            })?;
-            upstream_request.set_uri(uri);
+        headers::set_forwarding_headers(
+            upstream_request,
+            ctx.peer_ip,
+            ctx.client_ip,
+            ctx.peer_trusted,
+        )?;
+        let base = ctx.endpoint.as_ref().map_or("", |e| e.base_path.as_str());
+        if let Some(route) = &ctx.route {
+            forward_path(upstream_request, route, ctx.forward_path.as_deref(), base)?;
+        }
+        // A TLS upstream is addressed by its own name, as its certificate and SNI are (a
+        // client's Host would be answered 421 or with the wrong site).
+        if let Some(endpoint) = ctx.endpoint.as_ref().filter(|e| e.tls.is_some()) {
+            upstream_request.insert_header("host", endpoint.host_header.as_str())?;
         }
         Ok(())
     }
@@ -623,7 +345,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_elapsed = Some(started.elapsed());
         }
         if let Some(decision) = &ctx.limit {
-            apply_limit_headers(upstream_response, decision)?;
+            headers::apply_limit_headers(upstream_response, decision)?;
         }
         let mut id = uuid::Uuid::encode_buffer();
         upstream_response.insert_header(
@@ -684,7 +406,12 @@ impl ProxyHttp for Gateway {
         }
         let written = session.response_written().is_some();
         if status > 0 && !written {
-            let _ = reject(session, ctx.request_id, status, code, message, None).await;
+            let mut id = uuid::Uuid::encode_buffer();
+            let id = ctx.request_id.hyphenated().encode_lower(&mut id);
+            let refusal = Refusal::new(status, code, message, Outcome::Rejected);
+            let _ = refusal
+                .write(session, id, self.settings.keepalive_seconds)
+                .await;
         }
         FailToProxy {
             error_code: status,
@@ -741,4 +468,46 @@ impl ProxyHttp for Gateway {
             },
         });
     }
+}
+
+/// Sets the path the upstream receives: the upstream's base path, then the normal form
+/// (`normal`, when it differs from the request's) without the route's prefix when the route
+/// strips it; the query is kept. An absolute-form target is forwarded in origin form.
+fn forward_path(
+    upstream_request: &mut RequestHeader,
+    route: &RouteConfig,
+    normal: Option<&str>,
+    base: &str,
+) -> Result<()> {
+    let strip = route.strip_prefix && route.path_prefix != "/";
+    // Pingora keeps an absolute-form target verbatim for the wire; its URI holds the path.
+    let absolute_form = !upstream_request.raw_path().starts_with(b"/");
+    let uri = &upstream_request.uri;
+    if !strip && normal.is_none() && base.is_empty() && !absolute_form {
+        return Ok(());
+    }
+    let path = normal.unwrap_or_else(|| uri.path());
+    let rest = if strip {
+        path.get(route.path_prefix.len()..).unwrap_or_default()
+    } else {
+        path
+    };
+    let query = uri.query();
+    let mut forwarded =
+        String::with_capacity(base.len() + rest.len() + 2 + query.map_or(0, str::len));
+    forwarded.push_str(base);
+    // `rest` is empty when the whole prefix was stripped: the base path alone is the target.
+    let bare_base = rest.is_empty() && !base.is_empty();
+    if !rest.starts_with('/') && !bare_base {
+        forwarded.push('/');
+    }
+    forwarded.push_str(rest);
+    if let Some(query) = query {
+        forwarded.push('?');
+        forwarded.push_str(query);
+    }
+    let uri = http::Uri::try_from(forwarded)
+        .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e))?;
+    upstream_request.set_uri(uri);
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! emission follow.
 
 pub mod admin;
+pub mod connections;
 pub mod credentials;
 pub mod declarative;
 pub mod gateway;
@@ -15,9 +16,11 @@ pub mod jwt;
 pub mod limits;
 pub mod loader;
 pub mod metrics;
+pub mod path;
 pub mod routing;
 pub mod snapshot;
 pub mod upstream_health;
+pub mod upstreams;
 pub mod usage;
 
 pub use loader::{LoadError, LoaderSettings, load_snapshot};

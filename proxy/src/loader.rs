@@ -18,7 +18,7 @@ use tollgate_core::migrations::CONFIG_CHANNEL;
 use tollgate_core::plan::PlanSpec;
 use tollgate_core::{
     FailureMode, KeyHash, KeyId, Plan, PlanId, Pricing, Quota, QuotaCap, RatePolicy, RouteId,
-    TenantId, UpstreamPolicy,
+    TenantId, UpstreamPolicy, UpstreamTls,
 };
 use uuid::Uuid;
 
@@ -27,6 +27,7 @@ use crate::snapshot::{
     ConfigSnapshot, JwtIssuerConfig, KeyRecord, RouteConfig, SnapshotHandle, TenantConfig,
     TenantStatus,
 };
+use crate::upstreams;
 
 /// Loading failed; the previous snapshot stays in place.
 #[derive(Debug, thiserror::Error)]
@@ -272,29 +273,54 @@ pub async fn load_snapshot(
     }
 
     let mut routes = Vec::new();
+    let system_roots = upstreams::endpoint_tls(None).unwrap_or_else(|_| {
+        Arc::new(crate::snapshot::EndpointTls {
+            ca: None,
+            client: None,
+            pool_key: 0,
+        })
+    });
     for row in tx
         .query(
             "SELECT id, tenant_id, host, path_prefix, strip_prefix, upstreams, connect_timeout_ms, \
-                    read_timeout_ms, retries, max_body_bytes, required_scope FROM routes",
+                    read_timeout_ms, retries, max_body_bytes, required_scope, tls_ca_pem, \
+                    tls_client_cert_pem, tls_client_key_pem FROM routes",
             &[],
         )
         .await?
     {
+        let id = RouteId::from_uuid(row.get(0));
+        // Routes without material of their own share one setting (and so their resolutions).
+        let tls = UpstreamTls::from_pem(row.get(11), row.get(12), row.get(13))
+            .map_err(|e| e.to_string())
+            .and_then(|material| match material {
+                None => Ok(system_roots.clone()),
+                Some(material) => upstreams::endpoint_tls(Some(&material)).map_err(str::to_owned),
+            });
+        let tls = match tls {
+            Ok(tls) => tls,
+            Err(error) => {
+                // Never the material itself.
+                tracing::error!(route_id = %id, %error, "Route skipped: unusable TLS material.");
+                continue;
+            }
+        };
         let route = RouteConfig {
-            id: RouteId::from_uuid(row.get(0)),
+            id,
             tenant_id: TenantId::from_uuid(row.get(1)),
             host: row.get(2),
             path_prefix: row.get(3),
             strip_prefix: row.get(4),
             upstreams: row.get(5),
             upstream_addrs: Vec::new(),
+            upstream_endpoints: Vec::new(),
             connect_timeout_ms: u32::try_from(row.get::<_, i32>(6)).unwrap_or(2000),
             read_timeout_ms: u32::try_from(row.get::<_, i32>(7)).unwrap_or(30_000),
             retries: u8::try_from(row.get::<_, i16>(8)).unwrap_or(0),
             max_body_bytes: u64::try_from(row.get::<_, i64>(9)).unwrap_or(0),
             required_scope: row.get(10),
         };
-        routes.push(route);
+        routes.push((route, tls));
     }
 
     for row in tx
@@ -336,16 +362,23 @@ pub async fn load_snapshot(
     }
     tx.commit().await?;
     // Outside the transaction: name resolution may take a while.
+    // Routes sharing an upstream (and the system roots) resolve it once.
     let mut resolved = HashMap::new();
-    for mut route in routes {
+    for (mut route, tls) in routes {
         for upstream in &route.upstreams {
-            if !resolved.contains_key(upstream) {
-                let addrs = resolve_upstream(upstream, policy).await;
-                resolved.insert(upstream.clone(), addrs);
+            let found = if Arc::ptr_eq(&tls, &system_roots) {
+                if !resolved.contains_key(upstream) {
+                    let found = upstreams::resolve(upstream, &tls, policy).await;
+                    resolved.insert(upstream.clone(), found);
+                }
+                resolved.get(upstream).cloned().unwrap_or_default()
+            } else {
+                upstreams::resolve(upstream, &tls, policy).await
+            };
+            for (addr, endpoint) in found {
+                route.upstream_addrs.push(addr);
+                route.upstream_endpoints.push(endpoint);
             }
-            route
-                .upstream_addrs
-                .extend(resolved.get(upstream).into_iter().flatten().copied());
         }
         snapshot
             .routes
@@ -380,48 +413,6 @@ pub(crate) fn order_routes(routes: &mut [Arc<RouteConfig>]) {
             .cmp(&a.path_prefix.len())
             .then(b.host.is_some().cmp(&a.host.is_some()))
     });
-}
-
-/// Resolves `host:port` (optionally `http://host:port`). An upstream that does not resolve
-/// within 2 s, or asks for TLS (not built in), is left out with a warning; a route left with
-/// none answers 502. So is every address `policy` refuses (loopback, private, link-local…):
-/// checked here, on each resolution, because a name may come to resolve to one later.
-pub(crate) async fn resolve_upstream(
-    upstream: &str,
-    policy: &UpstreamPolicy,
-) -> Vec<std::net::SocketAddr> {
-    if upstream.starts_with("https://") {
-        tracing::warn!(
-            upstream,
-            "TLS to upstreams is not supported by this build; skipped."
-        );
-        return Vec::new();
-    }
-    let target = upstream.strip_prefix("http://").unwrap_or(upstream);
-    let target = target.strip_suffix('/').unwrap_or(target);
-    let resolved =
-        match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host(target)).await {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(error)) => {
-                tracing::warn!(upstream, %error, "Upstream does not resolve; skipped.");
-                return Vec::new();
-            }
-            Err(_) => {
-                tracing::warn!(upstream, "Resolving the upstream timed out; skipped.");
-                return Vec::new();
-            }
-        };
-    resolved
-        .filter(|addr| match policy.check_ip(addr.ip()) {
-            Ok(()) => true,
-            Err(refusal) => {
-                tracing::warn!(upstream, address = %addr.ip(), %refusal,
-                    "Upstream address refused: an internal network not allowed by \
-                     TOLLGATE_UPSTREAM_ALLOW_NETWORKS; skipped.");
-                false
-            }
-        })
-        .collect()
 }
 
 fn plan_from_row(row: &tokio_postgres::Row) -> Result<Plan, String> {

@@ -10,15 +10,20 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tollgate_core::{KeyPepper, UpstreamPolicy};
 use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining};
+use tollgate_proxy::connections::{ClientGuard, ConnectionMetrics, ConnectionSettings};
 use tollgate_proxy::gateway::{Gateway, GatewaySettings};
 use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
 use tollgate_proxy::metrics::GatewayMetrics;
 use tollgate_proxy::usage::{UsageConfig, UsageMetrics, UsagePipeline};
 use tollgate_proxy::{LoaderSettings, SnapshotHandle, declarative, loader};
+
+/// Peers whose forwarding headers are believed.
+const ENV_TRUSTED_PROXIES: &str = "TOLLGATE_PROXY_TRUSTED_PROXIES";
 
 #[derive(Debug, Parser)]
 #[command(name = "tollgate-proxy", version, about)]
@@ -78,6 +83,27 @@ struct Cli {
     /// unchecked (429).
     #[arg(long, env = "TOLLGATE_PROXY_FLOOD_THRESHOLD", default_value_t = 100)]
     flood_threshold: u32,
+    /// Milliseconds from the first byte of a request head to its end; a slower head gets 408
+    /// and the connection closes.
+    #[arg(long, env = "TOLLGATE_PROXY_HEAD_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    head_timeout_ms: u64,
+    /// Seconds a connection may wait for its (next) request before it is closed.
+    #[arg(long, env = "TOLLGATE_PROXY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_seconds: u64,
+    /// Open connections one client address may hold (0: no limit); more are answered 429.
+    /// Trusted proxies are exempt.
+    #[arg(
+        long,
+        env = "TOLLGATE_PROXY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: u32,
+    /// Peers (comma-separated CIDRs, e.g. the ingress) whose `X-Forwarded-For` names the
+    /// client; everyone else's forwarding headers are replaced.
+    #[arg(long, env = ENV_TRUSTED_PROXIES, default_value = "")]
+    trusted_proxies: String,
     /// This instance's name in usage events; defaults to the host name.
     #[arg(long, env = "TOLLGATE_PROXY_INSTANCE")]
     instance: Option<String>,
@@ -134,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         return print_key_hash(&pepper);
     }
     let upstream_policy = UpstreamPolicy::parse(&cli.upstream_allow_networks)?;
+    let trusted_proxies = tollgate_core::parse_networks(ENV_TRUSTED_PROXIES, &cli.trusted_proxies)?;
     let source = match (&cli.database_url, &cli.config_file) {
         (Some(url), _) => {
             let _: tokio_postgres::Config = url
@@ -233,8 +260,10 @@ fn main() -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(GatewayMetrics::default());
+    let connection_metrics = Arc::new(ConnectionMetrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    connection_metrics.register(&mut registry);
     limiter.metrics().register(&mut registry);
     if let Some(usage) = &usage {
         usage.metrics().register(&mut registry);
@@ -254,6 +283,7 @@ fn main() -> anyhow::Result<()> {
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
+    let max_header_bytes = usize::try_from(cli.max_header_bytes).unwrap_or(usize::MAX);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let gateway = Gateway::new(
@@ -263,12 +293,29 @@ fn main() -> anyhow::Result<()> {
         metrics.clone(),
         usage.as_ref().map(UsagePipeline::sink),
         GatewaySettings {
-            max_header_bytes: usize::try_from(cli.max_header_bytes).unwrap_or(usize::MAX),
+            max_header_bytes,
             flood_threshold: cli.flood_threshold,
             instance: Arc::from(instance),
+            trusted_proxies: trusted_proxies.clone(),
+            keepalive_seconds: cli.idle_timeout_seconds,
         },
     );
-    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, gateway);
+    let mut proxy = HttpProxy::new(gateway, server.configuration.clone());
+    proxy.handle_init_modules();
+    // Request heads are read under a deadline and counted per address before Pingora parses
+    // them (see `connections`).
+    let guarded = ClientGuard::new(
+        Arc::new(proxy),
+        ConnectionSettings {
+            head_timeout: Duration::from_millis(cli.head_timeout_ms),
+            idle_timeout: Duration::from_secs(cli.idle_timeout_seconds),
+            max_per_address: cli.max_connections_per_address,
+            max_head_bytes: max_header_bytes,
+            trusted_proxies,
+        },
+        connection_metrics,
+    );
+    let mut proxy = Service::new("gateway".to_owned(), guarded);
     proxy.add_tcp(&cli.listen);
     let mut admin = Service::new(
         "admin".to_owned(),

@@ -35,10 +35,12 @@ pub fn match_route<'a>(
     })
 }
 
-/// `/v1` matches `/v1` and `/v1/x`, not `/v10`.
+/// `/v1` matches `/v1` and `/v1/x`, not `/v10`; and `/v1;v=2`, since servers that take
+/// `;` parameters off a segment (Tomcat, Spring) read that as `/v1`: the more specific route,
+/// with its scope, must apply to it.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';']),
         None => false,
     }
 }
@@ -58,6 +60,7 @@ mod tests {
             strip_prefix: false,
             upstreams: vec!["127.0.0.1:1".into()],
             upstream_addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 1))],
+            upstream_endpoints: vec![Arc::default()],
             connect_timeout_ms: 1000,
             read_timeout_ms: 1000,
             retries: 0,
@@ -72,6 +75,7 @@ mod tests {
         assert!(match_route(&routes, None, "/v1").is_some());
         assert!(match_route(&routes, None, "/v1/orders").is_some());
         assert!(match_route(&routes, None, "/v10").is_none());
+        assert!(match_route(&routes, None, "/v1;jsessionid=x/orders").is_some());
         assert!(match_route(&[route(None, "/")], None, "/anything").is_some());
     }
 

@@ -80,6 +80,8 @@ pub struct RouteConfig {
     pub upstreams: Vec<String>,
     /// The upstreams' addresses, resolved when the snapshot was loaded (never per request).
     pub upstream_addrs: Vec<std::net::SocketAddr>,
+    /// How to speak to each address (TLS, server name, base path), index for index.
+    pub upstream_endpoints: Vec<Arc<UpstreamEndpoint>>,
     /// Connect timeout, milliseconds.
     pub connect_timeout_ms: u32,
     /// Read timeout, milliseconds.
@@ -90,6 +92,60 @@ pub struct RouteConfig {
     pub max_body_bytes: u64,
     /// Scope a key needs for this route.
     pub required_scope: Option<String>,
+}
+
+/// How the gateway speaks to one upstream of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamEndpoint {
+    /// `Some` for an `https://` upstream.
+    pub tls: Option<Arc<EndpointTls>>,
+    /// The upstream's host name: the TLS server name, and the `Host` a TLS upstream receives.
+    pub host: String,
+    /// `Host` header for a TLS upstream (`host`, with the port unless it is 443).
+    pub host_header: String,
+    /// Prefixed to every forwarded path: empty or `/…`.
+    pub base_path: String,
+}
+
+/// TLS settings of an upstream, built once per snapshot.
+#[derive(Clone)]
+pub struct EndpointTls {
+    /// The route's CA bundle; `None`: the system roots.
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    /// The route's client certificate and key.
+    pub client: Option<Arc<pingora_core::utils::tls::CertKey>>,
+    /// Separates the connection pools of different CA bundles and client certificates:
+    /// Pingora's pool key covers neither the CA nor more than a client certificate's serial,
+    /// so without it a connection verified for one route's CA would serve another route.
+    pub pool_key: u64,
+}
+
+impl fmt::Debug for EndpointTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointTls")
+            .field("own_ca", &self.ca.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .field("pool_key", &self.pool_key)
+            .finish()
+    }
+}
+
+impl PartialEq for EndpointTls {
+    fn eq(&self, other: &Self) -> bool {
+        // Snapshots are compared in tests only; identity is enough.
+        opt_ptr_eq(self.ca.as_ref(), other.ca.as_ref())
+            && opt_ptr_eq(self.client.as_ref(), other.client.as_ref())
+    }
+}
+
+impl Eq for EndpointTls {}
+
+fn opt_ptr_eq<T: ?Sized>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// A tenant's JWT issuer as stored, with its pinned algorithm.
@@ -120,11 +176,12 @@ impl fmt::Debug for JwtIssuerConfig {
 }
 
 /// Why a key was refused. `Unknown`, `Invalid`, `Revoked` and `Expired` answer 401;
-/// `TenantSuspended` answers 403.
+/// `TenantSuspended` answers 403. `Unknown` and `Invalid` give the same answer, so that a
+/// client cannot learn which key ids exist; only the metrics tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRejection {
     /// No key with this id.
-    #[error("unknown API key")]
+    #[error("invalid API key")]
     Unknown,
     /// The id exists but the secret does not match.
     #[error("invalid API key")]
@@ -150,7 +207,19 @@ impl KeyRejection {
             Self::TenantSuspended => "tenant_suspended",
         }
     }
+
+    /// The label of the auth-failure metric, which alone tells an unknown id from a wrong
+    /// secret.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown_api_key",
+            other => other.code(),
+        }
+    }
 }
+
+/// Verified against for an unknown key id, so that it costs what a known one does.
+static UNKNOWN_KEY_HASH: KeyHash = KeyHash::zeroed();
 
 /// One consistent view of the configuration.
 #[derive(Debug, Default)]
@@ -177,7 +246,12 @@ impl ConfigSnapshot {
         pepper: &KeyPepper,
         now: OffsetDateTime,
     ) -> Result<(&TenantConfig, &KeyRecord), KeyRejection> {
-        let record = self.keys.get(&key.id()).ok_or(KeyRejection::Unknown)?;
+        let Some(record) = self.keys.get(&key.id()) else {
+            // As long as a known id with a wrong secret takes: the answer's timing must not
+            // tell them apart either.
+            let _ = key.verify(pepper, &UNKNOWN_KEY_HASH);
+            return Err(KeyRejection::Unknown);
+        };
         // Verify before revealing anything about the record's state.
         if !key.verify(pepper, &record.hash) {
             return Err(KeyRejection::Invalid);
@@ -320,6 +394,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(rejection, KeyRejection::TenantSuspended);
         assert_eq!(rejection.code(), "tenant_suspended");
+    }
+
+    #[test]
+    fn an_unknown_id_and_a_wrong_secret_get_the_same_answer() {
+        let (unknown, invalid) = (KeyRejection::Unknown, KeyRejection::Invalid);
+        assert_eq!(unknown.to_string(), invalid.to_string());
+        assert_eq!(unknown.code(), invalid.code());
+        assert_ne!(unknown.metric_label(), invalid.metric_label());
     }
 
     #[test]

@@ -31,7 +31,16 @@ impl UpstreamHealth {
     /// Picks from `pool`, starting at `start`, the first member not cooling down; `start`'s
     /// member when all are.
     pub fn pick(&self, pool: &[SocketAddr], start: usize) -> Option<SocketAddr> {
-        let first = *pool.get(start % pool.len().max(1))?;
+        self.pick_index(pool, start)
+            .and_then(|i| pool.get(i).copied())
+    }
+
+    /// As [`Self::pick`], the member's index.
+    pub fn pick_index(&self, pool: &[SocketAddr], start: usize) -> Option<usize> {
+        if pool.is_empty() {
+            return None;
+        }
+        let first = start % pool.len();
         let down = self.down_until.read();
         if down.is_empty() || pool.len() == 1 {
             return Some(first);
@@ -40,8 +49,8 @@ impl UpstreamHealth {
         let healthy = |addr: &SocketAddr| down.get(addr).is_none_or(|until| *until <= now);
         Some(
             (0..pool.len())
-                .map(|i| pool[(start + i) % pool.len()])
-                .find(healthy)
+                .map(|i| (start + i) % pool.len())
+                .find(|&i| pool.get(i).is_some_and(healthy))
                 .unwrap_or(first),
         )
     }

@@ -191,6 +191,21 @@ async fn a_hard_quota_refuses_with_quota_exceeded_and_a_soft_one_reports_overage
             );
             let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
             assert!((1..=31 * 24 * 3600).contains(&retry), "retry-after {retry}");
+            // The rate-limit headers describe the quota that refused, not the burst.
+            assert_eq!(
+                header(&headers, "ratelimit"),
+                Some(format!("\"quota\";r=0;t={retry}").as_str())
+            );
+            assert_eq!(
+                header(&headers, "x-ratelimit-reset"),
+                Some(retry.to_string().as_str())
+            );
+            assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("0"));
+            assert_eq!(
+                header(&headers, "x-ratelimit-limit"),
+                Some(included.to_string().as_str())
+            );
+            assert_eq!(headers.matches("retry-after:").count(), 1, "{headers}");
         } else {
             assert_eq!(status, 200);
             assert_eq!(header(&headers, "x-quota-remaining"), Some("0"));

@@ -1,7 +1,7 @@
 //! What a route may say, checked before it reaches the `routes` table: the schema's CHECKs
 //! would refuse most of this too, but without naming the field.
 
-use tollgate_core::UpstreamPolicy;
+use tollgate_core::{UpstreamPolicy, UpstreamTarget, UpstreamTls};
 
 use crate::error::ApiError;
 use crate::validate;
@@ -22,7 +22,7 @@ pub struct RouteSpec {
     pub path_prefix: String,
     /// Whether the prefix is removed before forwarding.
     pub strip_prefix: bool,
-    /// `host:port` or `http://host:port`, each.
+    /// `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`, each.
     pub upstreams: Vec<String>,
     /// 1 to 60 000.
     pub connect_timeout_ms: i32,
@@ -34,6 +34,12 @@ pub struct RouteSpec {
     pub max_body_bytes: i64,
     /// A scope the calling key must hold.
     pub required_scope: Option<String>,
+    /// PEM CA bundle `https://` upstreams are verified against (default: system roots).
+    pub tls_ca_pem: Option<String>,
+    /// PEM client certificate chain for mutual TLS.
+    pub tls_client_cert_pem: Option<String>,
+    /// PEM key of the client certificate.
+    pub tls_client_key_pem: Option<String>,
 }
 
 /// Unvalidated route settings as a request states them (after applying defaults or the
@@ -60,6 +66,12 @@ pub struct RouteInput {
     pub max_body_bytes: u64,
     /// See [`RouteSpec::required_scope`].
     pub required_scope: Option<String>,
+    /// See [`RouteSpec::tls_ca_pem`].
+    pub tls_ca_pem: Option<String>,
+    /// See [`RouteSpec::tls_client_cert_pem`].
+    pub tls_client_cert_pem: Option<String>,
+    /// See [`RouteSpec::tls_client_key_pem`].
+    pub tls_client_key_pem: Option<String>,
 }
 
 impl RouteInput {
@@ -93,6 +105,12 @@ impl RouteInput {
             }
             None => None,
         };
+        UpstreamTls::from_pem(
+            self.tls_ca_pem.as_deref(),
+            self.tls_client_cert_pem.as_deref(),
+            self.tls_client_key_pem.as_deref(),
+        )
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         Ok(RouteSpec {
             name,
             host,
@@ -104,6 +122,9 @@ impl RouteInput {
             retries,
             max_body_bytes,
             required_scope,
+            tls_ca_pem: self.tls_ca_pem,
+            tls_client_cert_pem: self.tls_client_cert_pem,
+            tls_client_key_pem: self.tls_client_key_pem,
         })
     }
 }
@@ -162,40 +183,13 @@ fn host(field: &str, value: &str) -> Result<String, ApiError> {
     Ok(value.to_ascii_lowercase())
 }
 
-/// `host:port` or `http://host:port` (IPv6 in brackets); TLS to upstreams is not supported.
+/// `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]` (IPv6 in
+/// brackets), as [`UpstreamTarget`] reads it, outside the internal networks `policy` refuses.
 fn upstream(field: &str, value: &str, policy: &UpstreamPolicy) -> Result<String, ApiError> {
-    let refuse = || {
-        ApiError::invalid(
-            field,
-            "must be host:port or http://host:port, e.g. 10.0.0.7:8080",
-        )
-    };
-    if value.starts_with("https://") {
-        return Err(ApiError::invalid(
-            field,
-            "TLS to upstreams is not supported; use host:port or http://host:port",
-        ));
-    }
-    let target = value.strip_prefix("http://").unwrap_or(value);
-    let target = target.strip_suffix('/').unwrap_or(target);
-    let (name, port) = target.rsplit_once(':').ok_or_else(refuse)?;
-    if !valid_port(port) {
-        return Err(refuse());
-    }
-    let name_ok = if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        (1..=253).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-            && !name.starts_with(['.', '-'])
-    };
-    if !name_ok {
-        return Err(refuse());
-    }
+    let target =
+        UpstreamTarget::parse(value).map_err(|e| ApiError::invalid(field, e.to_string()))?;
     // A name is checked again by the proxy each time it resolves it.
-    if let Err(refusal) = policy.check_host(name) {
+    if let Err(refusal) = policy.check_host(&target.host) {
         return Err(ApiError::invalid(
             field,
             format!(
@@ -248,6 +242,9 @@ mod tests {
             "http://backend:80/",
             "[::1]:9000",
             "my_service:1",
+            "https://backend:443",
+            "https://api.example.com/v2",
+            "http://backend:80/path",
         ] {
             assert!(upstream("u", good, &allowing_all()).is_ok(), "{good}");
         }
@@ -256,9 +253,8 @@ mod tests {
             "backend:0",
             "backend:65536",
             "backend:http",
-            "https://backend:443",
             "ftp://backend:21",
-            "http://backend:80/path",
+            "https://backend/../admin",
             ":80",
             "[zz]:80",
             "back end:80",

@@ -31,8 +31,15 @@ pub struct RouteView {
     pub path_prefix: String,
     /// Whether the prefix is removed before forwarding.
     pub strip_prefix: bool,
-    /// The upstream pool: `host:port` or `http://host:port`.
+    /// The upstream pool: `host:port`, `http://host[:port][/base]` or
+    /// `https://host[:port][/base]`; a base path is prefixed to every forwarded path.
     pub upstreams: Vec<String>,
+    /// PEM CA bundle `https://` upstreams are verified against; absent: the system roots.
+    pub tls_ca_pem: Option<String>,
+    /// PEM client certificate presented to `https://` upstreams (mutual TLS).
+    pub tls_client_cert_pem: Option<String>,
+    /// Whether a client key is stored (the key itself is never returned).
+    pub tls_client_key_set: bool,
     /// Connect timeout per attempt.
     pub connect_timeout_ms: i32,
     /// Read timeout per attempt.
@@ -63,8 +70,14 @@ pub struct CreateRoute {
     pub path_prefix: String,
     /// Remove the prefix before forwarding (default false).
     pub strip_prefix: Option<bool>,
-    /// 1 to 64 of `host:port` or `http://host:port`.
+    /// 1 to 64 of `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`.
     pub upstreams: Vec<String>,
+    /// PEM CA bundle to verify `https://` upstreams with instead of the system roots.
+    pub tls_ca_pem: Option<String>,
+    /// PEM client certificate chain for mutual TLS (with `tls_client_key_pem`).
+    pub tls_client_cert_pem: Option<String>,
+    /// PEM private key of the client certificate; write-only.
+    pub tls_client_key_pem: Option<String>,
     /// 1 to 60000 (default 2000).
     pub connect_timeout_ms: Option<u64>,
     /// 1 to 600000 (default 30000).
@@ -94,6 +107,18 @@ pub struct UpdateRoute {
     pub strip_prefix: Option<bool>,
     /// The upstream pool.
     pub upstreams: Option<Vec<String>>,
+    /// PEM CA bundle, or `null` for the system roots.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub tls_ca_pem: Option<Option<String>>,
+    /// PEM client certificate, or `null` for none (with the key).
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub tls_client_cert_pem: Option<Option<String>>,
+    /// PEM client key (write-only), or `null` for none (with the certificate).
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub tls_client_key_pem: Option<Option<String>>,
     /// Connect timeout.
     pub connect_timeout_ms: Option<u64>,
     /// Read timeout.
@@ -110,7 +135,7 @@ pub struct UpdateRoute {
 
 const COLUMNS: &str = "id, name, host, path_prefix, strip_prefix, upstreams, connect_timeout_ms, \
                        read_timeout_ms, retries, max_body_bytes, required_scope, created_at, \
-                       updated_at";
+                       updated_at, tls_ca_pem, tls_client_cert_pem, tls_client_key_pem IS NOT NULL";
 
 fn view(row: &Row) -> RouteView {
     RouteView {
@@ -127,11 +152,15 @@ fn view(row: &Row) -> RouteView {
         required_scope: row.get(10),
         created_at: row.get(11),
         updated_at: row.get(12),
+        tls_ca_pem: row.get(13),
+        tls_client_cert_pem: row.get(14),
+        tls_client_key_set: row.get(15),
     }
 }
 
-/// The current values of a route, as the starting point of a partial update.
-fn input_of(route: RouteView) -> RouteInput {
+/// The current values of a route (and its stored client key), as the starting point of a
+/// partial update.
+fn input_of(route: RouteView, tls_client_key_pem: Option<String>) -> RouteInput {
     let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
     RouteInput {
         name: route.name,
@@ -144,6 +173,9 @@ fn input_of(route: RouteView) -> RouteInput {
         retries: unsigned(route.retries.into()),
         max_body_bytes: unsigned(route.max_body_bytes),
         required_scope: route.required_scope,
+        tls_ca_pem: route.tls_ca_pem,
+        tls_client_cert_pem: route.tls_client_cert_pem,
+        tls_client_key_pem,
     }
 }
 
@@ -159,6 +191,9 @@ fn details(spec: &RouteSpec) -> serde_json::Value {
         "retries": spec.retries,
         "max_body_bytes": spec.max_body_bytes,
         "required_scope": spec.required_scope,
+        // Whether TLS material is set, never the material.
+        "tls_ca": spec.tls_ca_pem.is_some(),
+        "tls_client_cert": spec.tls_client_cert_pem.is_some(),
     })
 }
 
@@ -235,6 +270,9 @@ pub async fn create(
         retries: body.retries.unwrap_or(1),
         max_body_bytes: body.max_body_bytes.unwrap_or(10 * 1024 * 1024),
         required_scope: body.required_scope,
+        tls_ca_pem: body.tls_ca_pem,
+        tls_client_cert_pem: body.tls_client_cert_pem,
+        tls_client_key_pem: body.tls_client_key_pem,
     }
     .validate(&state.upstream_policy)?;
     let mut client = state.pool.get().await?;
@@ -251,8 +289,9 @@ pub async fn create(
             &format!(
                 "INSERT INTO routes (id, tenant_id, name, host, path_prefix, strip_prefix, \
                    upstreams, connect_timeout_ms, read_timeout_ms, retries, max_body_bytes, \
-                   required_scope) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+                   required_scope, tls_ca_pem, tls_client_cert_pem, tls_client_key_pem) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 RETURNING {COLUMNS}"
             ),
             &[
                 &id,
@@ -267,6 +306,9 @@ pub async fn create(
                 &spec.retries,
                 &spec.max_body_bytes,
                 &spec.required_scope,
+                &spec.tls_ca_pem,
+                &spec.tls_client_cert_pem,
+                &spec.tls_client_key_pem,
             ],
         )
         .await
@@ -332,12 +374,15 @@ pub async fn update(
     let tx = client.transaction().await?;
     let current = tx
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM routes WHERE tenant_id = $1 AND id = $2 FOR UPDATE"),
+            &format!(
+                "SELECT {COLUMNS}, tls_client_key_pem FROM routes \
+                 WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+            ),
             &[&tenant_id, &route_id],
         )
         .await?
         .ok_or(ApiError::NotFound)?;
-    let current = input_of(view(&current));
+    let current = input_of(view(&current), current.get(16));
     let spec = RouteInput {
         name: body.name.unwrap_or(current.name),
         host: body.host.unwrap_or(current.host),
@@ -351,6 +396,13 @@ pub async fn update(
         retries: body.retries.unwrap_or(current.retries),
         max_body_bytes: body.max_body_bytes.unwrap_or(current.max_body_bytes),
         required_scope: body.required_scope.unwrap_or(current.required_scope),
+        tls_ca_pem: body.tls_ca_pem.unwrap_or(current.tls_ca_pem),
+        tls_client_cert_pem: body
+            .tls_client_cert_pem
+            .unwrap_or(current.tls_client_cert_pem),
+        tls_client_key_pem: body
+            .tls_client_key_pem
+            .unwrap_or(current.tls_client_key_pem),
     }
     .validate(&state.upstream_policy)?;
     let row = tx
@@ -358,7 +410,8 @@ pub async fn update(
             &format!(
                 "UPDATE routes SET name = $3, host = $4, path_prefix = $5, strip_prefix = $6, \
                    upstreams = $7, connect_timeout_ms = $8, read_timeout_ms = $9, retries = $10, \
-                   max_body_bytes = $11, required_scope = $12, updated_at = now() \
+                   max_body_bytes = $11, required_scope = $12, tls_ca_pem = $13, \
+                   tls_client_cert_pem = $14, tls_client_key_pem = $15, updated_at = now() \
                  WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
             ),
             &[
@@ -374,6 +427,9 @@ pub async fn update(
                 &spec.retries,
                 &spec.max_body_bytes,
                 &spec.required_scope,
+                &spec.tls_ca_pem,
+                &spec.tls_client_cert_pem,
+                &spec.tls_client_key_pem,
             ],
         )
         .await
