@@ -13,7 +13,6 @@
 mod harness;
 mod load;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use harness::{BATCH_WAIT, PARTITIONS, Row, SESSION_TIMEOUT, World, eventually};
@@ -29,9 +28,10 @@ const STALL: Duration = Duration::from_millis(500);
 /// Slack for a loaded, shared machine on top of every protocol bound.
 const SLACK: Duration = Duration::from_secs(20);
 
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+/// One case at a time, across the test threads (and their runtimes).
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 fn assert_exact(row: &Row) {
@@ -47,7 +47,7 @@ async fn load(world: &World) -> Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metering_sigkilled_mid_batch_and_restarted_totals_exact_within_session_timeout_plus_a_batch()
  {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let _proxy = world.start_proxy().await;
     let first = world.start_metering("metering-1").await;
@@ -90,7 +90,7 @@ async fn metering_sigkilled_mid_batch_and_restarted_totals_exact_within_session_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_metering_replicas_one_sigkilled_the_other_takes_its_partitions() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let _proxy = world.start_proxy().await;
     let first = world.start_metering("metering-1").await;
@@ -130,7 +130,7 @@ async fn two_metering_replicas_one_sigkilled_the_other_takes_its_partitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_paused_for_thirty_seconds_no_request_fails_and_totals_are_exact() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let proxy = world.start_proxy().await;
     let _metering = world.start_metering("metering").await;
@@ -179,7 +179,7 @@ fn assert_lost_only_within(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_sigkilled_with_the_broker_up_loses_only_its_last_milliseconds() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let proxy = world.start_proxy().await;
     let _metering = world.start_metering("metering").await;
@@ -218,7 +218,7 @@ async fn proxy_sigkilled_with_the_broker_up_loses_only_its_last_milliseconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_sigkilled_with_the_broker_paused_loses_at_most_the_stall_window() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let proxy = world.start_proxy().await;
     let _metering = world.start_metering("metering").await;
@@ -266,7 +266,7 @@ async fn proxy_sigkilled_with_the_broker_paused_loses_at_most_the_stall_window()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_ten_seconds_the_proxy_serves_and_metering_resumes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
     let _proxy = world.start_proxy().await;
     let metering = world.start_metering("metering").await;
@@ -294,7 +294,7 @@ async fn postgres_stopped_for_ten_seconds_the_proxy_serves_and_metering_resumes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_local_limits_and_no_5xx_then_cluster_limits_again() {
-    let _serial = serial();
+    let _serial = serial().await;
     // Limited below the load, so limits visibly apply throughout.
     let limits = PlanLimits {
         rate_per_second: 100,
