@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -241,21 +241,30 @@ impl World {
             .get(0)
     }
 
-    /// Records on the usage topic (duplicates included).
-    pub fn produced(&self) -> i64 {
+    /// Records on the usage topic (duplicates included), counted by reading them all: the
+    /// local broker's high watermarks disagreed with what a consumer reads.
+    pub fn produced(&self) -> u64 {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.broker.brokers())
-            .set("group.id", unique_name("fault_watermarks"))
+            .set("group.id", unique_name("fault_count"))
+            .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        (0..PARTITIONS)
-            .map(|p| {
-                let (low, high) = consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .unwrap();
-                high - low
-            })
-            .sum()
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            partitions
+                .add_partition_offset(&self.topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&partitions).unwrap();
+        let (mut count, mut idle_since) = (0u64, std::time::Instant::now());
+        while idle_since.elapsed() < Duration::from_secs(3) {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(200)) {
+                count += 1;
+                idle_since = std::time::Instant::now();
+            }
+        }
+        count
     }
 
     /// Waits until every answered event is stored, or (when `lossy`) until the stored count
@@ -295,7 +304,7 @@ impl World {
             sent: outcome.answers.len() as u64 + outcome.failed,
             answered: outcome.answers.len() as u64,
             failed: outcome.failed,
-            produced: u64::try_from(self.produced()).unwrap_or(0),
+            produced: tokio::task::block_in_place(|| self.produced()),
             stored: stored.len() as u64,
             lost: answered.difference(stored).count() as u64,
             unanswered_stored: stored.difference(&answered).count() as u64,
@@ -303,6 +312,17 @@ impl World {
         };
         row.print();
         row
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Logs and spool stay for a failed case to be read.
+        if std::thread::panicking() {
+            eprintln!("[fault-matrix] logs in {}", self.logs.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
     }
 }
 
