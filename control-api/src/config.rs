@@ -8,6 +8,7 @@ use std::time::Duration;
 use tollgate_core::{KeyEnv, KeyPepper};
 
 use crate::error::ApiError;
+pub use crate::resources::webhooks::WebhookSecret;
 
 /// Environment variable holding the token-signing secret.
 pub const ENV_JWT_SECRET: &str = "TOLLGATE_CONTROL_API_JWT_SECRET";
@@ -146,6 +147,10 @@ pub struct ServiceConfig {
     pub refresh_token_ttl: Duration,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Stripe's webhook signing secret; without it the webhook endpoint answers 503.
+    pub stripe_webhook_secret: Option<WebhookSecret>,
+    /// How old (or early) a webhook signature's timestamp may be.
+    pub stripe_webhook_tolerance: Duration,
 }
 
 impl ServiceConfig {
@@ -160,6 +165,8 @@ impl ServiceConfig {
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(12 * 60 * 60),
             max_body_bytes: 64 * 1024,
+            stripe_webhook_secret: None,
+            stripe_webhook_tolerance: crate::resources::webhooks::DEFAULT_TOLERANCE,
         }
     }
 }

@@ -13,8 +13,10 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tollgate_control_api::config::{
-    CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, parse_key_env,
+    CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, WebhookSecret,
+    parse_key_env,
 };
+use tollgate_control_api::resources::webhooks::ENV_STRIPE_WEBHOOK_SECRET;
 use tollgate_control_api::pool::{self, PoolSettings};
 use tollgate_control_api::{AppState, ServiceConfig, build_app};
 use tollgate_core::KeyPepper;
@@ -59,6 +61,9 @@ struct ServeArgs {
     /// Most PostgreSQL connections.
     #[arg(long, env = "TOLLGATE_CONTROL_API_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: usize,
+    /// Stripe's webhook signing secret (`whsec_…`); unset, the webhook endpoint answers 503.
+    #[arg(long, env = ENV_STRIPE_WEBHOOK_SECRET, hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
     /// HTTP worker threads.
     #[arg(long, env = "TOLLGATE_CONTROL_API_WORKERS", default_value_t = 2)]
     workers: usize,
@@ -187,6 +192,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServiceConfig::new(JwtSecret::parse(&args.jwt_secret)?, key_pepper);
     config.cors_origins = CorsOrigins::parse(&args.cors_origins)?;
     config.key_env = parse_key_env(&args.key_env)?;
+    config.stripe_webhook_secret = args
+        .stripe_webhook_secret
+        .as_deref()
+        .map(WebhookSecret::parse)
+        .transpose()?;
     let cors_origins = config.cors_origins.clone();
     let pool = pool::build(
         &args.database_url,

@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 use crate::auth::endpoints as auth;
 use crate::resources::{
     api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage, users,
+    webhooks,
 };
 
 /// The control API's OpenAPI document.
@@ -19,7 +20,7 @@ use crate::resources::{
     ),
     paths(
         auth::login, auth::refresh, auth::me,
-        tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
+        tenants::list, tenants::create, tenants::get, tenants::update, tenants::suspend, tenants::reactivate,
         api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
         users::list, users::create, users::get, users::disable,
         routes::list, routes::create, routes::get, routes::update, routes::delete,
@@ -29,6 +30,7 @@ use crate::resources::{
         usage::series, usage::current,
         invoices::list, invoices::get, invoices::document,
         audit_log::list,
+        webhooks::stripe,
     ),
     modifiers(&BearerAuth),
 )]

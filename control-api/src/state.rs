@@ -9,7 +9,7 @@ use tollgate_core::{KeyEnv, KeyPepper};
 use crate::auth::password;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::TokenSigner;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, WebhookSecret};
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 
@@ -33,6 +33,10 @@ pub struct AppState {
     pub dummy_password_hash: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Verifies Stripe's webhook signatures; `None`: webhooks are not configured.
+    pub stripe_webhook_secret: Option<WebhookSecret>,
+    /// The signature timestamp's tolerance window.
+    pub stripe_webhook_tolerance: std::time::Duration,
 }
 
 impl AppState {
@@ -52,6 +56,8 @@ impl AppState {
             metrics: Arc::new(ApiMetrics::new()),
             dummy_password_hash,
             max_body_bytes: config.max_body_bytes,
+            stripe_webhook_secret: config.stripe_webhook_secret,
+            stripe_webhook_tolerance: config.stripe_webhook_tolerance,
         })
     }
 }

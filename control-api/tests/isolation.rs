@@ -40,6 +40,11 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
             || json!({ "slug": format!("new-{}", uuid::Uuid::now_v7().simple()), "name": "New" }),
         ),
         ("GET", "/api/v1/tenants/{tenant_id}") => e(reads, foreign_reads, no_body),
+        ("PATCH", "/api/v1/tenants/{tenant_id}") => e(
+            [200, 200, 403],
+            [200, 404, 404],
+            || json!({ "billing_email": "billing@example.com" }),
+        ),
         (
             "POST",
             "/api/v1/tenants/{tenant_id}/suspend" | "/api/v1/tenants/{tenant_id}/reactivate",
@@ -186,7 +191,11 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
         .collect();
     assert_eq!(
         public,
-        BTreeSet::from(["/api/v1/auth/login", "/api/v1/auth/refresh"])
+        BTreeSet::from([
+            "/api/v1/auth/login",
+            "/api/v1/auth/refresh",
+            "/api/v1/webhooks/stripe"
+        ])
     );
 
     // One database for the whole matrix; every cell gets a fresh tenant pair of its own, so

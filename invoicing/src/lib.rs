@@ -1,6 +1,8 @@
 //! Hourly usage roll-ups and monthly invoices (`tollgate-invoicing`).
 //!
-//! A skeleton for now: the crate exists so the workspace has its final shape; its issue fills
-//! it in. Shared types come from [`tollgate_core`].
+//! [`delivery`] pushes finalized invoices to Stripe, emails them and stores their documents,
+//! each as a resumable step. Shared types come from [`tollgate_core`].
+
+pub mod delivery;
 
 pub use tollgate_core;

@@ -4,7 +4,8 @@
 //! behind: a PostgreSQL database cloned from a migrated template ([`TestDb`]), a Kafka topic
 //! and consumer group id ([`TestTopic`]), and a Redis key prefix ([`TestRedis`]). Each is
 //! dropped (best effort) when its guard goes out of scope, panicking tests included.
-//! [`FaultyLink`] gives one client a real outage of a shared service.
+//! [`FaultyLink`] gives one client a real outage of a shared service;
+//! [`stripe_stand_in::StripeStandIn`] is a stateful Stripe for the invoicing tests.
 //!
 //! Setup failures panic with a message saying what to run: in a test, a failed setup is a
 //! failed test.
@@ -15,6 +16,7 @@ mod kafka;
 mod postgres;
 mod redis_prefix;
 mod stack;
+pub mod stripe_stand_in;
 mod tcp_fault;
 pub mod usage_topic;
 

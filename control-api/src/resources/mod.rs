@@ -15,3 +15,4 @@ pub mod tenants;
 pub mod usage;
 pub mod usage_range;
 pub mod users;
+pub mod webhooks;
