@@ -206,7 +206,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..PoolSettings::default()
         },
     )?;
-    let state = actix_web::web::Data::new(AppState::new(config, pool)?);
+    let state = actix_web::web::Data::new(AppState::new(config, pool.clone())?);
+    tollgate_control_api::billing_metrics::spawn_refresher(state.metrics.clone(), pool);
     let server = actix_web::HttpServer::new(move || build_app(state.clone(), cors_origins.clone()))
         .workers(args.workers.max(1))
         .bind(&args.listen)

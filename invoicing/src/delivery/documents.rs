@@ -168,9 +168,13 @@ impl DocumentStore {
     /// provisioned with their policies elsewhere).
     pub async fn ensure_bucket(&self) -> Result<(), DeliveryError> {
         let url = self.bucket.create_bucket(&self.credentials).sign(SIGNATURE_TTL);
+        // An empty body, so the request carries `Content-Length: 0` (servers answer 411
+        // to a PUT without it).
         let response = self
             .http
             .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, "0")
+            .body(Vec::new())
             .send()
             .await
             .map_err(|e| DeliveryError::Storage(format!("creating the bucket: {e}")))?;
