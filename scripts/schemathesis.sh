@@ -58,13 +58,18 @@ mkdir -p "$WORK"
 psql_db() { /usr/lib/postgresql/15/bin/psql "$db_url" -qtAc "$1"; }
 tenant_id=$(psql_db "SELECT id FROM tenants ORDER BY created_at LIMIT 1")
 # A finalized invoice with a line, for the invoice and document endpoints.
+# Written as a draft with its line, then finalized with a number (finalized lines are frozen).
 invoice_id=$(psql_db "WITH i AS (INSERT INTO invoices (id, tenant_id, period_start, period_end,
-    currency, status, subtotal_minor, total_minor, finalized_at)
-  VALUES (gen_random_uuid(), '$tenant_id', '2026-01-01', '2026-02-01', 'USD', 'finalized',
-    1234, 1234, now()) RETURNING id)
+    currency, status, subtotal_minor, total_minor)
+  VALUES (gen_random_uuid(), '$tenant_id', '2026-01-01', '2026-02-01', 'USD', 'draft',
+    1234, 1234) RETURNING id)
   INSERT INTO invoice_lines (id, invoice_id, position, kind, description, quantity, unit_price,
     amount_minor) SELECT gen_random_uuid(), id, 0, 'base_fee', 'Base fee', 1, 12.34, 1234 FROM i
   RETURNING invoice_id")
+psql_db "WITH n AS (INSERT INTO invoice_number_counters AS c (year, last_seq) VALUES (2026, 1)
+    ON CONFLICT (year) DO UPDATE SET last_seq = c.last_seq + 1 RETURNING last_seq)
+  UPDATE invoices SET status = 'finalized', finalized_at = now(),
+    number = format('TG-2026-%s', lpad(n.last_seq::text, 6, '0')) FROM n WHERE id = '$invoice_id'" >/dev/null
 cat >"$WORK/schemathesis.toml" <<EOF
 [parameters]
 "path.tenant_id" = "$tenant_id"

@@ -273,6 +273,12 @@ fn routes() -> Vec<(Endpoint, Route)> {
         ),
         entry(
             Method::GET,
+            "/api/v1/tenants/{tenant_id}/invoices/upcoming",
+            Auth,
+            web::get().to(invoices::upcoming),
+        ),
+        entry(
+            Method::GET,
             "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}",
             Auth,
             web::get().to(invoices::get),

@@ -28,7 +28,7 @@ use crate::resources::{
         plans::list, plans::create, plans::get, plans::update, plans::delete,
         subscriptions::get, subscriptions::switch, subscriptions::list,
         usage::series, usage::current,
-        invoices::list, invoices::get, invoices::document,
+        invoices::list, invoices::upcoming, invoices::get, invoices::document,
         audit_log::list,
         webhooks::stripe,
     ),

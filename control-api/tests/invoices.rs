@@ -42,10 +42,9 @@ async fn insert_invoice(
     client
         .execute(
             "INSERT INTO invoices (id, tenant_id, period_start, period_end, currency, status, \
-               subtotal_minor, total_minor, finalized_at) \
-             VALUES ($1, $2, $3, $4, 'USD', $5, $6, $6, \
-                     CASE WHEN $5 <> 'draft' THEN $4::timestamptz END)",
-            &[&id, &tenant, &start, &end, &status, &total_minor],
+               subtotal_minor, total_minor) \
+             VALUES ($1, $2, $3, $4, 'USD', 'draft', $5, $5)",
+            &[&id, &tenant, &start, &end, &total_minor],
         )
         .await
         .unwrap();
@@ -65,6 +64,29 @@ async fn insert_invoice(
                     &unit_price,
                     &amount,
                 ],
+            )
+            .await
+            .unwrap();
+    }
+    // Lines are written to a draft; finalizing freezes them and takes a gapless number.
+    if status != "draft" {
+        client
+            .execute(
+                "WITH n AS (INSERT INTO invoice_number_counters AS c (year, last_seq) VALUES (2026, 1) \
+                            ON CONFLICT (year) DO UPDATE SET last_seq = c.last_seq + 1 RETURNING last_seq) \
+                 UPDATE invoices SET status = 'finalized', finalized_at = period_end, \
+                        number = format('TG-2026-%s', lpad(n.last_seq::text, 6, '0')) \
+                   FROM n WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    }
+    if status != "draft" && status != "finalized" {
+        client
+            .execute(
+                "UPDATE invoices SET status = $2 WHERE id = $1",
+                &[&id, &status],
             )
             .await
             .unwrap();

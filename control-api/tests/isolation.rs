@@ -134,6 +134,7 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
             | "/api/v1/tenants/{tenant_id}/usage"
             | "/api/v1/tenants/{tenant_id}/usage/current"
             | "/api/v1/tenants/{tenant_id}/invoices"
+            | "/api/v1/tenants/{tenant_id}/invoices/upcoming"
             | "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}"
             | "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
         ) => e(reads, foreign_reads, no_body),

@@ -26,7 +26,7 @@ pub struct InvoiceDocument {
     pub period_start: OffsetDateTime,
     /// End of the billed period (exclusive).
     pub period_end: OffsetDateTime,
-    /// `finalized`, `pushed`, `emailed`, `stored` or `void`.
+    /// `finalized`, `paid`, `payment_failed`, `uncollectible` or `void`.
     pub status: String,
     /// When the invoice was finalized.
     pub finalized_at: Option<OffsetDateTime>,

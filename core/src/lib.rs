@@ -14,6 +14,9 @@ pub mod invoice_document;
 pub mod migrations;
 pub mod money;
 pub mod plan;
+pub mod rating;
+#[cfg(feature = "db")]
+pub mod rating_inputs;
 pub mod usage_event;
 
 pub use api_key::{
@@ -27,4 +30,5 @@ pub use plan::{
     FailureMode, Plan, PlanError, PlanSpec, Pricing, PricingModel, Quota, QuotaCap, RatePolicy,
     RatedUsage, Tier, UsageCharge,
 };
+pub use rating::{BillingPeriod, RatedInvoice, RatingError};
 pub use usage_event::{EventDecodeError, Outcome, UsageData, UsageEvent};

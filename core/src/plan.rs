@@ -219,7 +219,9 @@ impl Pricing {
         rated
     }
 
-    fn validate(&self) -> Result<(), PlanError> {
+    /// Checks every amount and tier; the error names the first bad field. [`Plan::new`] runs
+    /// it, and so must anyone who reads pricing from outside (a database row).
+    pub fn validate(&self) -> Result<(), PlanError> {
         if self.base_fee_minor < 0 {
             return Err(invalid("pricing.base_fee_minor", "must not be negative"));
         }

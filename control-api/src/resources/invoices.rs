@@ -19,8 +19,18 @@ use crate::error::{ApiError, ErrorBody};
 use crate::pagination::{Page, PageQuery, after_created, created_position};
 use crate::state::AppState;
 
-/// Statuses an invoice can have, in lifecycle order.
-const STATUSES: &[&str] = &["draft", "finalized", "pushed", "emailed", "stored", "void"];
+/// Statuses an invoice can have, in lifecycle order (the delivery steps are step records).
+const STATUSES: &[&str] = &[
+    "draft",
+    "finalized",
+    "paid",
+    "payment_failed",
+    "uncollectible",
+    "void",
+];
+
+/// Months back the upcoming invoice looks for late usage to correct, as `monthly` does by default.
+const CORRECTION_LOOKBACK_MONTHS: u32 = 12;
 
 /// An invoice without its lines.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -39,8 +49,10 @@ pub struct InvoiceView {
     pub period_end: OffsetDateTime,
     /// ISO 4217 code of every amount.
     pub currency: String,
-    /// `draft`, `finalized`, `pushed`, `emailed`, `stored` or `void`.
+    /// `draft`, `finalized`, `paid`, `payment_failed`, `uncollectible` or `void`.
     pub status: String,
+    /// `TG-YYYY-NNNNNN`, gapless across the platform, once finalized.
+    pub number: Option<String>,
     /// Sum of the lines, in minor units of `currency`.
     pub subtotal_minor: i64,
     /// Amount due, in minor units of `currency`.
@@ -106,7 +118,7 @@ mod list_query {
 pub use list_query::InvoiceListQuery;
 
 const COLUMNS: &str = "id, tenant_id, subscription_id, period_start, period_end, currency, \
-                       status, subtotal_minor, total_minor, created_at, finalized_at";
+                       status, subtotal_minor, total_minor, created_at, finalized_at, number";
 
 fn view(row: &Row) -> InvoiceView {
     InvoiceView {
@@ -121,6 +133,7 @@ fn view(row: &Row) -> InvoiceView {
         total_minor: row.get(8),
         created_at: row.get(9),
         finalized_at: row.get(10),
+        number: row.get(11),
     }
 }
 
@@ -237,8 +250,8 @@ async fn load(
             invoice: view(&row),
             lines,
         },
-        row.get(11),
         row.get(12),
+        row.get(13),
     ))
 }
 
@@ -323,6 +336,122 @@ pub async fn document(
             format!("attachment; filename=\"{filename}\""),
         ))
         .body(html))
+}
+
+/// One line of the upcoming invoice.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpcomingLine {
+    /// `base_fee`, `usage` or `correction`.
+    pub kind: String,
+    /// What is charged.
+    pub description: String,
+    /// Units.
+    pub quantity: i64,
+    /// Exact decimal price per unit in major units (display only).
+    #[schema(example = "0.001")]
+    pub unit_price: String,
+    /// Amount in minor units; authoritative.
+    pub amount_minor: i64,
+    /// For a correction: the start of the earlier period whose late usage it bills.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub corrects_period_start: Option<OffsetDateTime>,
+}
+
+/// The invoice the current period would produce if it closed now: computed by the same rating
+/// code as the monthly job, from the usage so far, and stored nowhere.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UpcomingInvoice {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// Start of the current UTC month.
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_start: OffsetDateTime,
+    /// Start of the next month (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    pub period_end: OffsetDateTime,
+    /// ISO 4217 code of every amount.
+    pub currency: String,
+    /// Lines, in print order.
+    pub lines: Vec<UpcomingLine>,
+    /// Sum of the lines, in minor units.
+    pub total_minor: i64,
+    /// When this projection was computed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub computed_at: OffsetDateTime,
+}
+
+/// The current period's invoice as it stands now (usage so far; subscriptions to the period's
+/// end as they are), rated exactly as `tollgate-invoicing monthly` will rate it.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant_id}/invoices/upcoming", tag = "invoices",
+    security(("bearer" = [])),
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses((status = 200, body = UpcomingInvoice),
+        (status = 404, description = "No such tenant, or no subscription this period", body = ErrorBody),
+        (status = 409, description = "`cannot_rate`: the period's plans cannot be rated together", body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn upcoming(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    use tollgate_core::rating::BillingPeriod;
+    use tollgate_core::rating_inputs::{RatingInputError, rate_tenant_period};
+
+    let tenant_id = path.into_inner();
+    principal.require_reader_of(tenant_id)?;
+    let now = OffsetDateTime::now_utc();
+    let period = BillingPeriod::containing(now).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut since = period;
+    for _ in 0..CORRECTION_LOOKBACK_MONTHS {
+        since = since
+            .previous()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    let mut client = state.pool.get().await?;
+    // One snapshot: slices, usage and earlier invoices agree.
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    tx.query_opt("SELECT 1 FROM tenants WHERE id = $1", &[&tenant_id])
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let rated = match rate_tenant_period(&*tx, tenant_id, &period, since.start()).await {
+        Ok(Some(rated)) => rated,
+        Ok(None) => return Err(ApiError::NotFound),
+        Err(RatingInputError::Database(e)) => return Err(e.into()),
+        Err(e) => {
+            return Err(ApiError::Conflict {
+                code: "cannot_rate",
+                field: None,
+                message: e.to_string(),
+            });
+        }
+    };
+    tx.commit().await?;
+    let lines = rated
+        .lines
+        .iter()
+        .map(|line| UpcomingLine {
+            kind: line.kind.as_str().to_owned(),
+            description: line.description.clone(),
+            quantity: i64::try_from(line.quantity).unwrap_or(i64::MAX),
+            unit_price: line.unit_price.round_dp(12).normalize().to_string(),
+            amount_minor: line.amount.amount_minor(),
+            corrects_period_start: line.corrects.map(|c| c.1),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(UpcomingInvoice {
+        tenant_id,
+        period_start: period.start(),
+        period_end: period.end(),
+        currency: rated.currency.code().to_owned(),
+        lines,
+        total_minor: rated.total.amount_minor(),
+        computed_at: now,
+    }))
 }
 
 #[cfg(test)]

@@ -136,11 +136,23 @@ async fn tenant_fixture(client: &tokio_postgres::Client, hash: &str) -> TenantFi
             "WITH i AS (INSERT INTO invoices (id, tenant_id, period_start, period_end, currency, \
                                               status, subtotal_minor, total_minor, finalized_at) \
                         VALUES ($1, $2, '2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z', 'USD', \
-                                'finalized', 4900, 4900, '2026-02-01T00:05:00Z') RETURNING id) \
+                                'draft', 4900, 4900, NULL) RETURNING id) \
              INSERT INTO invoice_lines (id, invoice_id, position, kind, description, quantity, \
                                         unit_price, amount_minor) \
              SELECT $3, id, 0, 'base_fee', 'Fixture plan', 1, 49, 4900 FROM i",
             &[&invoice_id, &id, &Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
+    // Finalized as the invoicing job does: lines frozen, a gapless number taken.
+    client
+        .execute(
+            "WITH n AS (INSERT INTO invoice_number_counters AS c (year, last_seq) VALUES (2026, 1) \
+                        ON CONFLICT (year) DO UPDATE SET last_seq = c.last_seq + 1 RETURNING last_seq) \
+             UPDATE invoices SET status = 'finalized', finalized_at = '2026-02-01T00:05:00Z', \
+                    number = format('TG-2026-%s', lpad(n.last_seq::text, 6, '0')) \
+               FROM n WHERE id = $1",
+            &[&invoice_id],
         )
         .await
         .unwrap();
