@@ -5,7 +5,7 @@
 mod support;
 
 use support::{
-    MemoryLedger, emails_to, finalized_invoice, mailer, pdf_text, stripe_client, test_bucket,
+    emails_to, finalized_invoice, mailer, pdf_text, stripe_client, test_bucket,
 };
 use tollgate_invoicing::delivery::{Deliverer, DeliveryInvoice, DeliveryStep, document_keys};
 use tollgate_test_support::TestDb;
@@ -14,19 +14,19 @@ use tollgate_test_support::stripe_stand_in::{StripeCall, StripeStandIn};
 #[tokio::test]
 async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
     let db = TestDb::new().await;
-    let client = db.client().await;
-    let fixture = finalized_invoice(&client, "send_invoice").await;
+    let mut client = db.client().await;
+    let fixture = finalized_invoice(&mut client, "send_invoice").await;
     let stand_in = StripeStandIn::start().await;
     let (_bucket, store) = test_bucket().await;
     let deliverer = Deliverer {
         stripe: Some(stripe_client(&stand_in)),
         mailer: Some(mailer(None)),
         documents: Some(store.clone()),
+        ..Deliverer::default()
     };
-    let ledger = MemoryLedger::default();
 
     let report = deliverer
-        .deliver(&client, &ledger, fixture.invoice_id)
+        .deliver(&client, fixture.invoice_id)
         .await
         .unwrap();
     assert!(report.complete(), "{report:?}");
@@ -92,7 +92,8 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
         .await
         .unwrap()
         .unwrap();
-    let number = invoice.number();
+    let number = invoice.number.clone();
+    assert_eq!(number, fixture.number);
     let emails = emails_to(&fixture.billing_email);
     assert_eq!(emails.len(), 1);
     let email = &emails[0];
@@ -125,11 +126,15 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
     // A rerun finds every step done and calls nobody.
     let requests_before = stand_in.requests().len();
     let again = deliverer
-        .deliver(&client, &ledger, fixture.invoice_id)
+        .deliver(&client, fixture.invoice_id)
         .await
         .unwrap();
     assert!(again.done.is_empty(), "{again:?}");
     assert_eq!(again.already_done.len(), 3);
+    for step in ["stripe", "email", "document"] {
+        let record = support::step_record(&client, fixture.invoice_id, step).await;
+        assert_eq!(record, Some(("succeeded".to_owned(), 1, None)), "{step}");
+    }
     assert_eq!(stand_in.requests().len(), requests_before);
     assert_eq!(emails_to(&fixture.billing_email).len(), 1);
 }
@@ -137,25 +142,30 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
 #[tokio::test]
 async fn two_concurrent_deliveries_of_one_invoice_act_once() {
     let db = TestDb::new().await;
-    let (first, second) = (db.client().await, db.client().await);
-    let fixture = finalized_invoice(&first, "charge_automatically").await;
+    let (mut first, second) = (db.client().await, db.client().await);
+    let fixture = finalized_invoice(&mut first, "charge_automatically").await;
     let stand_in = StripeStandIn::start().await;
     let (_bucket, store) = test_bucket().await;
     let deliverer = Deliverer {
         stripe: Some(stripe_client(&stand_in)),
         mailer: Some(mailer(None)),
         documents: Some(store),
+        ..Deliverer::default()
     };
-    let ledger = MemoryLedger::default();
     let (a, b) = tokio::join!(
-        deliverer.deliver(&first, &ledger, fixture.invoice_id),
-        deliverer.deliver(&second, &ledger, fixture.invoice_id),
+        deliverer.deliver(&first, fixture.invoice_id),
+        deliverer.deliver(&second, fixture.invoice_id),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    // Both complete (the loser of the lock skips, or finds the winner's records).
-    assert!(a.complete() || b.complete(), "{a:?} {b:?}");
-    let done = a.done.len() + b.done.len();
-    assert_eq!(done, 3, "each step ran exactly once: {a:?} {b:?}");
+    // Each step was claimed by exactly one of them; the other found it busy or done.
+    let mut done: Vec<DeliveryStep> = a.done.iter().chain(&b.done).copied().collect();
+    done.sort();
+    assert_eq!(
+        done,
+        [DeliveryStep::Stripe, DeliveryStep::Email, DeliveryStep::Document],
+        "{a:?} {b:?}"
+    );
+    assert!(a.failed.is_empty() && b.failed.is_empty(), "{a:?} {b:?}");
     assert_eq!(stand_in.customers().len(), 1);
     assert_eq!(stand_in.invoices().len(), 1);
     assert_eq!(stand_in.invoice_items().len(), 2);

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{MemoryLedger, finalized_invoice, stripe_client, test_retry};
+use support::{finalized_invoice, stripe_client, test_retry};
 use tollgate_invoicing::delivery::{Deliverer, DeliveryStep};
 use tollgate_test_support::TestDb;
 use tollgate_test_support::stripe_stand_in::{Fault, StripeCall, StripeStandIn};
@@ -35,12 +35,13 @@ fn count_with(objects: &[Value], key: &str, id: &str) -> usize {
 #[tokio::test]
 async fn each_fault_at_each_call_ends_in_exactly_one_of_everything() {
     let db = TestDb::new().await;
-    let client = db.client().await;
+    let mut client = db.client().await;
     let stand_in = StripeStandIn::start().await;
     let deliverer = Deliverer {
         stripe: Some(stripe_client(&stand_in)),
         mailer: None,
         documents: None,
+        ..Deliverer::default()
     };
     let attempts = test_retry().max_attempts;
     let mut failures = Vec::new();
@@ -48,12 +49,11 @@ async fn each_fault_at_each_call_ends_in_exactly_one_of_everything() {
         for fault in faults() {
             let case = format!("{fault:?} at {call:?}");
             // A tenant and invoice per case, in one stand-in: counts are by our metadata.
-            let fixture = finalized_invoice(&client, "send_invoice").await;
-            let ledger = MemoryLedger::default();
+            let fixture = finalized_invoice(&mut client, "send_invoice").await;
             // As often as the client tries: the first run cannot get through.
             stand_in.inject(call, fault, attempts);
             let first = deliverer
-                .deliver(&client, &ledger, fixture.invoice_id)
+                .deliver(&client, fixture.invoice_id)
                 .await
                 .unwrap();
             stand_in.clear_faults();
@@ -62,7 +62,7 @@ async fn each_fault_at_each_call_ends_in_exactly_one_of_everything() {
                 continue;
             }
             let second = deliverer
-                .deliver(&client, &ledger, fixture.invoice_id)
+                .deliver(&client, fixture.invoice_id)
                 .await
                 .unwrap();
             if second.done != [DeliveryStep::Stripe] {
@@ -108,14 +108,15 @@ async fn each_fault_at_each_call_ends_in_exactly_one_of_everything() {
 #[tokio::test]
 async fn a_single_fault_is_absorbed_by_the_clients_retries() {
     let db = TestDb::new().await;
-    let client = db.client().await;
+    let mut client = db.client().await;
     let stand_in = StripeStandIn::start().await;
     let deliverer = Deliverer {
         stripe: Some(stripe_client(&stand_in)),
         mailer: None,
         documents: None,
+        ..Deliverer::default()
     };
-    let fixture = finalized_invoice(&client, "charge_automatically").await;
+    let fixture = finalized_invoice(&mut client, "charge_automatically").await;
     stand_in.inject(StripeCall::CreateInvoice, Fault::CommitThenDrop, 1);
     stand_in.inject(StripeCall::CreateInvoiceItem, Fault::ServerError, 1);
     stand_in.inject(
@@ -125,9 +126,8 @@ async fn a_single_fault_is_absorbed_by_the_clients_retries() {
         },
         1,
     );
-    let ledger = MemoryLedger::default();
     let report = deliverer
-        .deliver(&client, &ledger, fixture.invoice_id)
+        .deliver(&client, fixture.invoice_id)
         .await
         .unwrap();
     assert_eq!(report.done, [DeliveryStep::Stripe], "{report:?}");
@@ -148,7 +148,7 @@ async fn a_single_fault_is_absorbed_by_the_clients_retries() {
 #[tokio::test]
 async fn a_wrong_api_key_fails_the_step_without_retrying_and_never_shows_the_key() {
     let db = TestDb::new().await;
-    let client = db.client().await;
+    let mut client = db.client().await;
     let stand_in = StripeStandIn::start().await;
     let mut settings = tollgate_invoicing::delivery::StripeSettings::new(
         &stand_in.url(),
@@ -160,11 +160,11 @@ async fn a_wrong_api_key_fails_the_step_without_retrying_and_never_shows_the_key
         stripe: Some(tollgate_invoicing::delivery::StripeClient::new(settings).unwrap()),
         mailer: None,
         documents: None,
+        ..Deliverer::default()
     };
-    let fixture = finalized_invoice(&client, "charge_automatically").await;
-    let ledger = MemoryLedger::default();
+    let fixture = finalized_invoice(&mut client, "charge_automatically").await;
     let report = deliverer
-        .deliver(&client, &ledger, fixture.invoice_id)
+        .deliver(&client, fixture.invoice_id)
         .await
         .unwrap();
     assert_eq!(report.failed.len(), 1);
@@ -172,5 +172,6 @@ async fn a_wrong_api_key_fails_the_step_without_retrying_and_never_shows_the_key
     assert!(error.contains("HTTP 401"), "{error}");
     assert!(!error.contains("sk_test_wrong"), "{error}");
     assert_eq!(stand_in.requests().len(), 1, "a 401 is not retried");
-    assert_eq!(ledger.failures.lock().unwrap().len(), 1);
+    let record = support::step_record(&client, fixture.invoice_id, "stripe").await;
+    assert_eq!(record.map(|r| (r.0, r.1)), Some(("failed".to_owned(), 1)));
 }

@@ -302,6 +302,7 @@ pub async fn document(
     let money = |minor| Money::from_minor(minor, currency);
     let html = render_invoice_html(&InvoiceDocument {
         invoice_id,
+        number: invoice.number.clone(),
         tenant_name,
         tenant_slug,
         period_start: invoice.period_start,

@@ -60,4 +60,7 @@ pub enum DeliveryError {
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
+    /// The invoicing store refused or failed (step records).
+    #[error(transparent)]
+    Store(#[from] crate::InvoicingError),
 }

@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 use tokio_postgres::GenericClient;
-use tollgate_core::invoice_document::{InvoiceDocument, InvoiceDocumentLine, period_label};
+use tollgate_core::invoice_document::{InvoiceDocument, InvoiceDocumentLine};
 use tollgate_core::{Currency, Money};
 use uuid::Uuid;
 
@@ -84,7 +84,9 @@ pub struct DeliveryInvoice {
     pub period_end: OffsetDateTime,
     /// Currency of every amount.
     pub currency: Currency,
-    /// Delivery status (`finalized`, `pushed`, …).
+    /// `TG-YYYY-NNNNNN`, assigned at finalization.
+    pub number: String,
+    /// Status (`finalized`, `paid`, …).
     pub status: String,
     /// When it was finalized.
     pub finalized_at: Option<OffsetDateTime>,
@@ -97,19 +99,12 @@ pub struct DeliveryInvoice {
 }
 
 impl DeliveryInvoice {
-    /// The invoice's number as printed and used in object keys: `<YYYY-MM>-<last 8 hex of the
-    /// id>` (the id's head is a timestamp a month's batch shares).
-    pub fn number(&self) -> String {
-        let simple = self.id.simple().to_string();
-        let tail = simple.get(simple.len().saturating_sub(8)..).unwrap_or(&simple);
-        format!("{}-{tail}", period_label(self.period_start))
-    }
-
     /// The same document the control API renders as HTML.
     pub fn document(&self) -> InvoiceDocument {
         let money = |minor| Money::from_minor(minor, self.currency);
         InvoiceDocument {
             invoice_id: self.id,
+            number: Some(self.number.clone()),
             tenant_name: self.tenant.name.clone(),
             tenant_slug: self.tenant.slug.clone(),
             period_start: self.period_start,
@@ -141,7 +136,7 @@ impl DeliveryInvoice {
             .query_opt(
                 "SELECT i.id, i.period_start, i.period_end, i.currency::text, i.status, \
                         i.finalized_at, i.subtotal_minor, i.total_minor, \
-                        t.id, t.slug, t.name, t.billing_email, t.collection_method \
+                        t.id, t.slug, t.name, t.billing_email, t.collection_method, i.number \
                    FROM invoices i JOIN tenants t ON t.id = i.tenant_id WHERE i.id = $1",
                 &[&invoice_id],
             )
@@ -156,6 +151,8 @@ impl DeliveryInvoice {
         let currency_code: String = row.get(3);
         let currency = Currency::from_code(&currency_code).map_err(|e| invalid(e.to_string()))?;
         let method: String = row.get(12);
+        let number: Option<String> = row.get(13);
+        let number = number.ok_or_else(|| invalid("not finalized: it has no number".into()))?;
         let collection_method = CollectionMethod::parse(&method)
             .ok_or_else(|| invalid(format!("unknown collection method {method:?}")))?;
         let lines = client
@@ -181,6 +178,7 @@ impl DeliveryInvoice {
             period_start: row.get(1),
             period_end: row.get(2),
             currency,
+            number,
             status: row.get(4),
             finalized_at: row.get(5),
             subtotal_minor: row.get(6),
@@ -213,7 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_number_is_the_period_and_the_ids_random_tail() {
+    fn the_document_carries_the_tenant_and_decimals_are_trimmed() {
         let invoice = DeliveryInvoice {
             id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_dead_beef),
             tenant: BillingTenant {
@@ -226,13 +224,13 @@ mod tests {
             period_start: datetime!(2026-10-01 00:00 UTC),
             period_end: datetime!(2026-11-01 00:00 UTC),
             currency: Currency::USD,
+            number: "TG-2026-000001".into(),
             status: "finalized".into(),
             finalized_at: None,
             subtotal_minor: 0,
             total_minor: 0,
             lines: vec![],
         };
-        assert_eq!(invoice.number(), "2026-10-deadbeef");
         assert_eq!(invoice.document().tenant_slug, "acme");
         assert_eq!(trim_decimal("0.000400000000"), "0.0004");
         assert_eq!(

@@ -1,10 +1,10 @@
 //! Delivery of finalized invoices: Stripe, email, document store, one resumable step each.
 //!
-//! Each step is recorded (through a [`StepLedger`]) when it succeeds or fails, so a rerun does
-//! only what is missing and a step that keeps failing stays visible with its error. Steps are
-//! independent: an SMTP outage does not keep the invoice out of Stripe or the store. A
-//! per-invoice advisory lock keeps two concurrent jobs from delivering the same invoice at
-//! once (the loser skips it; the winner's records tell the next run what is left).
+//! Each step is an `invoice_steps` record of the invoicing store ([`crate::store`]): claimed
+//! with a lease before it runs (a concurrent runner finds it busy, a crashed one's lease runs
+//! out), marked succeeded with what it produced, or failed with the error, which the next run
+//! retries. A rerun therefore does only what is missing. Steps are independent: an SMTP
+//! outage does not keep the invoice out of Stripe or the store.
 
 pub mod documents;
 pub mod email;
@@ -14,20 +14,27 @@ mod http;
 pub mod invoice;
 pub mod pdf;
 pub mod retry;
+pub mod settings;
 pub mod stripe;
 
-use std::collections::HashSet;
-use std::future::Future;
+use std::time::Duration;
 
+use serde_json::json;
 use tokio_postgres::Client;
 use tollgate_core::invoice_document::{format_money, period_label, render_invoice_html};
 use uuid::Uuid;
+
+use crate::store::{self, StepStart};
 
 pub use documents::{DocumentStore, S3Settings, document_key};
 pub use email::{InvoiceEmail, InvoiceMailer, SmtpSettings};
 pub use error::DeliveryError;
 pub use invoice::{BillingTenant, CollectionMethod, DeliveryInvoice, DeliveryLine};
 pub use stripe::{PushedInvoice, StripeClient, StripeSettings};
+
+/// How long a claimed step is ours before another runner may take it over: longer than a
+/// step with all its retries can take.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10 * 60);
 
 /// One delivery step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,30 +61,8 @@ impl DeliveryStep {
     }
 }
 
-/// Where step outcomes are recorded (the invoicing store's step records).
-pub trait StepLedger {
-    /// Names of the steps of `invoice_id` that have succeeded.
-    fn completed(
-        &self,
-        invoice_id: Uuid,
-    ) -> impl Future<Output = Result<HashSet<String>, DeliveryError>> + Send;
-    /// Records that `step` succeeded.
-    fn succeeded(
-        &self,
-        invoice_id: Uuid,
-        step: &'static str,
-    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
-    /// Records that `step` failed with `error` (the next run retries it).
-    fn failed(
-        &self,
-        invoice_id: Uuid,
-        step: &'static str,
-        error: &str,
-    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
-}
-
 /// The configured delivery channels; a channel left out is a step that is not run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Deliverer {
     /// Stripe, if configured.
     pub stripe: Option<StripeClient>,
@@ -85,9 +70,25 @@ pub struct Deliverer {
     pub mailer: Option<InvoiceMailer>,
     /// The object store, if configured.
     pub documents: Option<DocumentStore>,
+    /// How long a claimed step stays ours.
+    pub lease: Duration,
+    /// How soon a failed step may be retried (zero: by the next run).
+    pub retry_after: Duration,
 }
 
-/// What one delivery run did.
+impl Default for Deliverer {
+    fn default() -> Self {
+        Self {
+            stripe: None,
+            mailer: None,
+            documents: None,
+            lease: DEFAULT_LEASE,
+            retry_after: Duration::ZERO,
+        }
+    }
+}
+
+/// What one delivery run did for one invoice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// Steps run and succeeded now.
@@ -96,15 +97,26 @@ pub struct DeliveryReport {
     pub already_done: Vec<DeliveryStep>,
     /// Steps that failed now, with the error recorded.
     pub failed: Vec<(DeliveryStep, String)>,
-    /// Another process held the invoice's lock: nothing was done.
-    pub locked_elsewhere: bool,
+    /// Steps another runner holds (or whose retry is not due): left alone.
+    pub busy: Vec<DeliveryStep>,
 }
 
 impl DeliveryReport {
-    /// Every configured step has succeeded.
+    /// Every configured step has succeeded (now or before).
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && !self.locked_elsewhere
+        self.failed.is_empty() && self.busy.is_empty()
     }
+}
+
+/// What [`Deliverer::deliver_pending`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingSummary {
+    /// Invoices looked at.
+    pub invoices: usize,
+    /// Steps that succeeded.
+    pub steps_done: usize,
+    /// Steps that failed (recorded; the next run retries them).
+    pub steps_failed: usize,
 }
 
 impl Deliverer {
@@ -124,45 +136,32 @@ impl Deliverer {
     pub async fn deliver(
         &self,
         client: &Client,
-        ledger: &impl StepLedger,
         invoice_id: Uuid,
     ) -> Result<DeliveryReport, DeliveryError> {
         let mut report = DeliveryReport::default();
-        let lock_key = advisory_key(invoice_id);
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_key])
-            .await?
-            .get(0);
-        if !locked {
-            report.locked_elsewhere = true;
-            return Ok(report);
-        }
-        let result = self.deliver_locked(client, ledger, invoice_id, &mut report).await;
-        // Unlocked on every path; a crashed process's session ends and frees it too.
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&lock_key])
-            .await?;
-        result.map(|()| report)
-    }
-
-    async fn deliver_locked(
-        &self,
-        client: &Client,
-        ledger: &impl StepLedger,
-        invoice_id: Uuid,
-        report: &mut DeliveryReport,
-    ) -> Result<(), DeliveryError> {
-        let done = ledger.completed(invoice_id).await?;
         let invoice = DeliveryInvoice::load(client, invoice_id)
             .await?
             .ok_or_else(|| DeliveryError::InvalidInvoice {
                 invoice_id,
                 message: "no such invoice".into(),
             })?;
+        if matches!(invoice.status.as_str(), "draft" | "void") {
+            return Err(DeliveryError::InvalidInvoice {
+                invoice_id,
+                message: format!("a {} invoice is not delivered", invoice.status),
+            });
+        }
         for step in self.steps() {
-            if done.contains(step.name()) {
-                report.already_done.push(step);
-                continue;
+            match store::start_step(client, invoice_id, step.name(), self.lease).await? {
+                StepStart::AlreadySucceeded => {
+                    report.already_done.push(step);
+                    continue;
+                }
+                StepStart::Busy => {
+                    report.busy.push(step);
+                    continue;
+                }
+                StepStart::Started { .. } => {}
             }
             let outcome = match step {
                 DeliveryStep::Stripe => self.run_stripe(client, &invoice).await,
@@ -170,28 +169,68 @@ impl Deliverer {
                 DeliveryStep::Document => self.run_document(client, &invoice).await,
             };
             match outcome {
-                Ok(()) => {
-                    ledger.succeeded(invoice_id, step.name()).await?;
+                Ok(detail) => {
+                    store::step_succeeded(client, invoice_id, step.name(), Some(&detail)).await?;
                     report.done.push(step);
                 }
                 Err(error) => {
                     let message = error.to_string();
                     tracing::warn!(%invoice_id, step = step.name(), error = %message, "Delivery step failed; the next run retries it.");
-                    ledger.failed(invoice_id, step.name(), &message).await?;
+                    store::step_failed(client, invoice_id, step.name(), &message, self.retry_after)
+                        .await?;
                     report.failed.push((step, message));
                 }
             }
         }
-        Ok(())
+        Ok(report)
+    }
+
+    /// Delivers every finalized invoice with a configured step still to do, at most `limit`
+    /// invoices, oldest first. Progress is logged per invoice.
+    pub async fn deliver_pending(
+        &self,
+        client: &Client,
+        limit: i64,
+    ) -> Result<PendingSummary, DeliveryError> {
+        let mut pending: Vec<Uuid> = Vec::new();
+        for step in self.steps() {
+            for id in store::invoices_needing_step(
+                client,
+                step.name(),
+                &[store::STEP_FINALIZE],
+                self.lease,
+                limit,
+            )
+            .await?
+            {
+                if !pending.contains(&id) {
+                    pending.push(id);
+                }
+            }
+        }
+        pending.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut summary = PendingSummary {
+            invoices: pending.len(),
+            ..PendingSummary::default()
+        };
+        for (n, invoice_id) in pending.iter().copied().enumerate() {
+            let report = self.deliver(client, invoice_id).await?;
+            summary.steps_done += report.done.len();
+            summary.steps_failed += report.failed.len();
+            let done: Vec<&str> = report.done.iter().map(|s| s.name()).collect();
+            let failed: Vec<&str> = report.failed.iter().map(|(s, _)| s.name()).collect();
+            tracing::info!(n = n + 1, of = pending.len(), %invoice_id, ?done, ?failed, "Invoice delivered.");
+        }
+        Ok(summary)
     }
 
     async fn run_stripe(
         &self,
         client: &Client,
         invoice: &DeliveryInvoice,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<serde_json::Value, DeliveryError> {
         let Some(stripe) = &self.stripe else {
-            return Ok(());
+            return Ok(json!({}));
         };
         let known = stored_customer(client, invoice.tenant.id).await?;
         let customer = stripe.ensure_customer(&invoice.tenant, known).await?;
@@ -208,17 +247,21 @@ impl Deliverer {
             .await?;
         client
             .execute(
-                "UPDATE invoices SET stripe_invoice_id = $2, updated_at = now() \
+                "UPDATE invoices SET stripe_invoice_id = $2 \
                   WHERE id = $1 AND stripe_invoice_id IS DISTINCT FROM $2",
                 &[&invoice.id, &pushed.stripe_invoice_id],
             )
             .await?;
-        Ok(())
+        Ok(json!({
+            "customer_id": pushed.customer_id,
+            "stripe_invoice_id": pushed.stripe_invoice_id,
+            "stripe_status": pushed.stripe_status,
+        }))
     }
 
-    async fn run_email(&self, invoice: &DeliveryInvoice) -> Result<(), DeliveryError> {
+    async fn run_email(&self, invoice: &DeliveryInvoice) -> Result<serde_json::Value, DeliveryError> {
         let Some(mailer) = &self.mailer else {
-            return Ok(());
+            return Ok(json!({}));
         };
         let to = invoice.tenant.billing_email.clone().ok_or_else(|| {
             DeliveryError::Email(format!(
@@ -226,19 +269,20 @@ impl Deliverer {
                 invoice.tenant.slug
             ))
         })?;
-        mailer.send(&invoice_email(invoice, to)).await
+        let email = invoice_email(invoice, to);
+        mailer.send(&email).await?;
+        Ok(json!({ "to": email.to, "message_id": email.message_id }))
     }
 
     async fn run_document(
         &self,
         client: &Client,
         invoice: &DeliveryInvoice,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<serde_json::Value, DeliveryError> {
         let Some(store) = &self.documents else {
-            return Ok(());
+            return Ok(json!({}));
         };
         let (pdf_key, html_key) = document_keys(invoice);
-        let number = invoice.number();
         let document = invoice.document();
         store
             .put(
@@ -251,33 +295,32 @@ impl Deliverer {
             .put(
                 &pdf_key,
                 "application/pdf",
-                pdf::render_invoice_pdf(&document, &number),
+                pdf::render_invoice_pdf(&document, &invoice.number),
             )
             .await?;
         client
             .execute(
-                "UPDATE invoices SET document_key = $2, updated_at = now() \
+                "UPDATE invoices SET document_key = $2 \
                   WHERE id = $1 AND document_key IS DISTINCT FROM $2",
                 &[&invoice.id, &pdf_key],
             )
             .await?;
-        Ok(())
+        Ok(json!({ "pdf_key": pdf_key, "html_key": html_key }))
     }
 }
 
 /// The PDF and HTML object keys of an invoice.
 pub fn document_keys(invoice: &DeliveryInvoice) -> (String, String) {
     let period = period_label(invoice.period_start);
-    let number = invoice.number();
     (
-        document_key(invoice.tenant.id, &period, &number, "pdf"),
-        document_key(invoice.tenant.id, &period, &number, "html"),
+        document_key(invoice.tenant.id, &period, &invoice.number, "pdf"),
+        document_key(invoice.tenant.id, &period, &invoice.number, "html"),
     )
 }
 
 /// The email of an invoice: subject with number and total, HTML body, PDF attached.
 pub fn invoice_email(invoice: &DeliveryInvoice, to: String) -> InvoiceEmail {
-    let number = invoice.number();
+    let number = &invoice.number;
     let document = invoice.document();
     InvoiceEmail {
         to,
@@ -287,15 +330,9 @@ pub fn invoice_email(invoice: &DeliveryInvoice, to: String) -> InvoiceEmail {
         ),
         html: render_invoice_html(&document),
         pdf_name: format!("invoice-{number}.pdf"),
-        pdf: pdf::render_invoice_pdf(&document, &number),
+        pdf: pdf::render_invoice_pdf(&document, number),
         message_id: format!("invoice-{}@tollgate.invoicing", invoice.id),
     }
-}
-
-/// The advisory-lock key of an invoice's delivery: both halves of the UUID folded together.
-fn advisory_key(invoice_id: Uuid) -> i64 {
-    let (high, low) = invoice_id.as_u64_pair();
-    i64::from_ne_bytes((high ^ low ^ 0x7467_6465_6c69_7672).to_ne_bytes())
 }
 
 async fn stored_customer(client: &Client, tenant_id: Uuid) -> Result<Option<String>, DeliveryError> {
@@ -335,13 +372,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn step_names_are_stable_and_lock_keys_differ() {
+    fn step_names_are_stable_and_valid_step_records() {
         let names: Vec<_> = DeliveryStep::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(names, ["stripe", "email", "document"]);
-        assert_ne!(
-            advisory_key(Uuid::from_u128(1)),
-            advisory_key(Uuid::from_u128(2))
-        );
         assert!(Deliverer::default().steps().is_empty());
     }
 }

@@ -359,6 +359,7 @@ mod tests {
         let usd = |minor| Money::from_minor(minor, Currency::USD);
         InvoiceDocument {
             invoice_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
+            number: Some("TG-2026-000001".into()),
             tenant_name: "Acme & Söhne".into(),
             tenant_slug: "acme".into(),
             period_start: datetime!(2026-10-01 00:00 UTC),

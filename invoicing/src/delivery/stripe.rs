@@ -276,7 +276,7 @@ impl StripeClient {
             .field("pending_invoice_items_behavior", "exclude")
             .field("currency", invoice.currency.code().to_ascii_lowercase())
             .field("collection_method", invoice.tenant.collection_method.as_str())
-            .field("description", format!("Tollgate invoice {}", invoice.number()));
+            .field("description", format!("Tollgate invoice {}", invoice.number));
         if invoice.tenant.collection_method == CollectionMethod::SendInvoice {
             form = form.field("days_until_due", self.settings.days_until_due.to_string());
         }

@@ -4,9 +4,7 @@
 // Each test binary uses a different part of the support code.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -14,8 +12,7 @@ use tollgate_invoicing::delivery::email::SmtpTls;
 use tollgate_invoicing::delivery::retry::RetryPolicy;
 use tollgate_invoicing::delivery::stripe::StripeApiKey;
 use tollgate_invoicing::delivery::{
-    DeliveryError, DocumentStore, InvoiceMailer, S3Settings, SmtpSettings, StepLedger,
-    StripeClient, StripeSettings,
+    DocumentStore, InvoiceMailer, S3Settings, SmtpSettings, StripeClient, StripeSettings,
 };
 use tollgate_invoicing::delivery::documents::S3Credentials;
 use tollgate_test_support::Stack;
@@ -29,11 +26,12 @@ pub struct Fixture {
     pub invoice_id: Uuid,
     pub line_ids: Vec<Uuid>,
     pub billing_email: String,
+    pub number: String,
     pub total_minor: i64,
 }
 
 /// Inserts a tenant (billing email unique to the test) with a finalized two-line invoice.
-pub async fn finalized_invoice(client: &Client, collection_method: &str) -> Fixture {
+pub async fn finalized_invoice(client: &mut Client, collection_method: &str) -> Fixture {
     let tenant_id = Uuid::now_v7();
     let slug = format!("t-{}", tenant_id.simple());
     let billing_email = format!("billing-{}@example.com", tenant_id.simple());
@@ -51,8 +49,8 @@ pub async fn finalized_invoice(client: &Client, collection_method: &str) -> Fixt
         .execute(
             "INSERT INTO invoices (id, tenant_id, period_start, period_end, currency, status, \
                                    subtotal_minor, total_minor, finalized_at) \
-             VALUES ($1, $2, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 'USD', 'finalized', \
-                     128190, 128190, '2026-11-01T00:05:00Z')",
+             VALUES ($1, $2, '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 'USD', 'draft', \
+                     128190, 128190, NULL)",
             &[&invoice_id, &tenant_id],
         )
         .await
@@ -84,13 +82,32 @@ pub async fn finalized_invoice(client: &Client, collection_method: &str) -> Fixt
             .await
             .unwrap();
     }
+    let number = tollgate_invoicing::store::finalize(client, invoice_id)
+        .await
+        .unwrap()
+        .number;
     Fixture {
         tenant_id,
         invoice_id,
         line_ids,
         billing_email,
+        number,
         total_minor: 128_190,
     }
+}
+
+/// The step record of `step`, if any: (status, attempts, last error).
+pub async fn step_record(
+    client: &Client,
+    invoice_id: Uuid,
+    step: &str,
+) -> Option<(String, i32, Option<String>)> {
+    tollgate_invoicing::store::steps(client, invoice_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.step == step)
+        .map(|r| (r.status, r.attempts, r.last_error))
 }
 
 /// Fast retries: the stand-in answers in microseconds and hangs are cut by a short timeout.
@@ -164,48 +181,6 @@ pub async fn test_bucket() -> (String, DocumentStore) {
 
 pub fn mailer(port: Option<u16>) -> InvoiceMailer {
     InvoiceMailer::new(&smtp_settings(port)).unwrap()
-}
-
-/// Step records kept in memory, shared by every run of one test.
-#[derive(Debug, Default)]
-pub struct MemoryLedger {
-    done: Mutex<HashMap<Uuid, HashSet<String>>>,
-    pub failures: Mutex<Vec<(Uuid, String, String)>>,
-}
-
-impl StepLedger for MemoryLedger {
-    async fn completed(&self, invoice_id: Uuid) -> Result<HashSet<String>, DeliveryError> {
-        Ok(self
-            .done
-            .lock()
-            .unwrap()
-            .get(&invoice_id)
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn succeeded(&self, invoice_id: Uuid, step: &'static str) -> Result<(), DeliveryError> {
-        self.done
-            .lock()
-            .unwrap()
-            .entry(invoice_id)
-            .or_default()
-            .insert(step.to_owned());
-        Ok(())
-    }
-
-    async fn failed(
-        &self,
-        invoice_id: Uuid,
-        step: &'static str,
-        error: &str,
-    ) -> Result<(), DeliveryError> {
-        self.failures
-            .lock()
-            .unwrap()
-            .push((invoice_id, step.to_owned(), error.to_owned()));
-        Ok(())
-    }
 }
 
 /// One email as it landed in the SMTP server's maildir.
