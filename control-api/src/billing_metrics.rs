@@ -6,8 +6,7 @@
 //! burst of scrapes costs no queries. Names are unprefixed and fixed: the Helm chart's
 //! dashboards and alerts use them.
 //!
-//! - `billing_invoices{status}`: invoices by delivery status, or by payment status once Stripe
-//!   reported one.
+//! - `billing_invoices{status}`: invoices by status (`finalized`, `paid`, …).
 //! - `billing_invoiced_amount_minor{currency}`: total invoiced for the last closed UTC month.
 //! - `billing_mrr_minor{currency}`: base fees of the subscriptions in force now.
 //! - `billing_invoice_steps_failed{step}`: invoices whose delivery step last failed.
@@ -58,9 +57,8 @@ pub struct BillingMetrics {
     pub steps_failed: Family<StepLabel, Gauge>,
 }
 
-/// Invoices by status; a payment status reported by Stripe wins over the delivery status.
-const INVOICES_BY_STATUS: &str = "SELECT COALESCE(payment_status, status), count(*)::bigint \
-                                    FROM invoices GROUP BY 1";
+/// Invoices by status (`draft`, `finalized`, `paid`, `payment_failed`, `uncollectible`, `void`).
+const INVOICES_BY_STATUS: &str = "SELECT status, count(*)::bigint FROM invoices GROUP BY 1";
 
 /// The last closed UTC month's invoices that were issued (not drafts, not voided by us).
 const INVOICED_LAST_PERIOD: &str = "SELECT currency::text, sum(total_minor)::bigint FROM invoices \
@@ -75,8 +73,8 @@ const MRR: &str = "SELECT p.pricing->>'currency', sum((p.pricing->>'base_fee_min
         AND p.pricing ? 'currency' GROUP BY 1";
 
 /// Invoices whose delivery step's last attempt failed, by step.
-// TODO(i13 merge): read the invoicing store's step records.
-const STEPS_FAILED: &str = "SELECT NULL::text, NULL::bigint WHERE false";
+const STEPS_FAILED: &str = "SELECT step, count(*)::bigint FROM invoice_steps \
+                              WHERE status = 'failed' GROUP BY 1";
 
 impl BillingMetrics {
     /// Registers the gauges on `registry` (unprefixed: the names are fixed).
@@ -84,7 +82,7 @@ impl BillingMetrics {
         let metrics = Self::default();
         registry.register(
             "billing_invoices",
-            "Invoices by status (payment status once Stripe reported one)",
+            "Invoices by status",
             metrics.invoices.clone(),
         );
         registry.register(
@@ -130,7 +128,12 @@ async fn pairs(
         .query(sql, &[])
         .await?
         .iter()
-        .filter_map(|row| Some((row.get::<_, Option<String>>(0)?, row.get::<_, Option<i64>>(1)?)))
+        .filter_map(|row| {
+            Some((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, Option<i64>>(1)?,
+            ))
+        })
         .collect())
 }
 
@@ -153,7 +156,11 @@ pub fn spawn_refresher(metrics: Arc<crate::metrics::ApiMetrics>, pool: deadpool_
         loop {
             ticks.tick().await;
             let result = match pool.get().await {
-                Ok(client) => metrics.billing.refresh(&**client).await.map_err(|e| e.to_string()),
+                Ok(client) => metrics
+                    .billing
+                    .refresh(&**client)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(error) = result {

@@ -151,6 +151,8 @@ pub struct ServiceConfig {
     pub stripe_webhook_secret: Option<WebhookSecret>,
     /// How old (or early) a webhook signature's timestamp may be.
     pub stripe_webhook_tolerance: Duration,
+    /// The invoice document store (`TOLLGATE_S3_*`), to serve stored PDFs.
+    pub documents: Option<tollgate_invoicing::delivery::DocumentStore>,
 }
 
 impl ServiceConfig {
@@ -167,6 +169,7 @@ impl ServiceConfig {
             max_body_bytes: 64 * 1024,
             stripe_webhook_secret: None,
             stripe_webhook_tolerance: crate::resources::webhooks::DEFAULT_TOLERANCE,
+            documents: None,
         }
     }
 }

@@ -16,8 +16,8 @@ use tollgate_control_api::config::{
     CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, WebhookSecret,
     parse_key_env,
 };
-use tollgate_control_api::resources::webhooks::ENV_STRIPE_WEBHOOK_SECRET;
 use tollgate_control_api::pool::{self, PoolSettings};
+use tollgate_control_api::resources::webhooks::ENV_STRIPE_WEBHOOK_SECRET;
 use tollgate_control_api::{AppState, ServiceConfig, build_app};
 use tollgate_core::KeyPepper;
 
@@ -197,6 +197,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(WebhookSecret::parse)
         .transpose()?;
+    // The same TOLLGATE_S3_* settings the invoicing job stores documents with.
+    config.documents =
+        tollgate_invoicing::delivery::settings::document_store_from(|k| std::env::var(k).ok())?;
     let cors_origins = config.cors_origins.clone();
     let pool = pool::build(
         &args.database_url,

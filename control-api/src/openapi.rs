@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::endpoints as auth;
 use crate::resources::{
-    api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage, users,
-    webhooks,
+    api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage,
+    users, webhooks,
 };
 
 /// The control API's OpenAPI document.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tollgate_core::{KeyEnv, KeyPepper};
+use tollgate_invoicing::delivery::DocumentStore;
 
 use crate::auth::password;
 use crate::auth::throttle::LoginThrottle;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub stripe_webhook_secret: Option<WebhookSecret>,
     /// The signature timestamp's tolerance window.
     pub stripe_webhook_tolerance: std::time::Duration,
+    /// Where the invoicing job stores invoice PDFs; `None`: PDFs are rendered on request.
+    pub documents: Option<DocumentStore>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             stripe_webhook_secret: config.stripe_webhook_secret,
             stripe_webhook_tolerance: config.stripe_webhook_tolerance,
+            documents: config.documents,
         })
     }
 }

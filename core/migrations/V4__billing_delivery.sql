@@ -1,5 +1,5 @@
 -- Billing delivery: where a tenant's invoices go (email, Stripe collection method), the Stripe
--- customer each tenant maps to, payment status from Stripe's webhooks and their dedup record.
+-- customer each tenant maps to, and the dedup record of Stripe's webhook events.
 
 -- The address invoices are emailed to; NULL means "no email step" (the step records why).
 ALTER TABLE tenants
@@ -29,13 +29,10 @@ CREATE TABLE stripe_customers (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- Payment status comes from Stripe and is orthogonal to delivery: Stripe can report a
--- payment before our email step has run. NULL until the first payment event arrives.
-ALTER TABLE invoices
-    ADD COLUMN payment_status text
-        CHECK (payment_status IN ('paid', 'payment_failed', 'void', 'uncollectible')),
-    -- The Stripe event time the status comes from: an older event delivered late changes nothing.
-    ADD COLUMN payment_status_at timestamptz;
+-- Payment results move invoices.status along V3's state machine (finalized → paid /
+-- payment_failed / uncollectible / void); delivery steps are invoice_steps records, so a
+-- payment reported before our email step ran changes nothing about delivery.
+-- One of our invoices per Stripe invoice: the webhook finds ours by Stripe's id.
 CREATE UNIQUE INDEX invoices_stripe_invoice_id_key ON invoices (stripe_invoice_id)
     WHERE stripe_invoice_id IS NOT NULL;
 

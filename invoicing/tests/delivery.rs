@@ -4,9 +4,7 @@
 
 mod support;
 
-use support::{
-    emails_to, finalized_invoice, mailer, pdf_text, stripe_client, test_bucket,
-};
+use support::{emails_to, finalized_invoice, mailer, pdf_text, stripe_client, test_bucket};
 use tollgate_invoicing::delivery::{Deliverer, DeliveryInvoice, DeliveryStep, document_keys};
 use tollgate_test_support::TestDb;
 use tollgate_test_support::stripe_stand_in::{StripeCall, StripeStandIn};
@@ -32,7 +30,11 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
     assert!(report.complete(), "{report:?}");
     assert_eq!(
         report.done,
-        [DeliveryStep::Stripe, DeliveryStep::Email, DeliveryStep::Document]
+        [
+            DeliveryStep::Stripe,
+            DeliveryStep::Email,
+            DeliveryStep::Document
+        ]
     );
 
     // Stripe: one customer carrying our tenant id, one invoice with exactly our lines.
@@ -56,7 +58,10 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
     );
     assert_eq!(stripe_invoice["total"], fixture.total_minor);
     let items = stand_in.invoice_items();
-    let mut amounts: Vec<i64> = items.iter().map(|i| i["amount"].as_i64().unwrap()).collect();
+    let mut amounts: Vec<i64> = items
+        .iter()
+        .map(|i| i["amount"].as_i64().unwrap())
+        .collect();
     amounts.sort_unstable();
     assert_eq!(amounts, [4900, 123_290]);
     let stripe_id = stripe_invoice["id"].as_str().unwrap();
@@ -98,7 +103,9 @@ async fn a_finalized_invoice_reaches_stripe_the_mailbox_and_the_bucket_once() {
     assert_eq!(emails.len(), 1);
     let email = &emails[0];
     assert!(
-        email.headers.contains(&format!("Subject: Invoice {number}")),
+        email
+            .headers
+            .contains(&format!("Subject: Invoice {number}")),
         "{}",
         email.headers
     );
@@ -162,7 +169,11 @@ async fn two_concurrent_deliveries_of_one_invoice_act_once() {
     done.sort();
     assert_eq!(
         done,
-        [DeliveryStep::Stripe, DeliveryStep::Email, DeliveryStep::Document],
+        [
+            DeliveryStep::Stripe,
+            DeliveryStep::Email,
+            DeliveryStep::Document
+        ],
         "{a:?} {b:?}"
     );
     assert!(a.failed.is_empty() && b.failed.is_empty(), "{a:?} {b:?}");

@@ -4,8 +4,8 @@
 
 mod support;
 
-use support::{step_record, 
-    emails_to, finalized_invoice, mailer, s3_addr, s3_settings, smtp_addr,
+use support::{
+    emails_to, finalized_invoice, mailer, s3_addr, s3_settings, smtp_addr, step_record,
     stripe_client, test_bucket,
 };
 use tollgate_invoicing::delivery::{
@@ -42,7 +42,11 @@ async fn smtp_down_stops_the_email_step_and_the_next_run_sends_it() {
     assert_eq!(first.done, [DeliveryStep::Stripe, DeliveryStep::Document]);
     assert_eq!(first.failed.len(), 1, "{first:?}");
     assert_eq!(first.failed[0].0, DeliveryStep::Email);
-    assert!(first.failed[0].1.starts_with("email:"), "{:?}", first.failed);
+    assert!(
+        first.failed[0].1.starts_with("email:"),
+        "{:?}",
+        first.failed
+    );
     let (status, attempts, error) = step_record(&client, fixture.invoice_id, "email")
         .await
         .unwrap();
@@ -58,7 +62,10 @@ async fn smtp_down_stops_the_email_step_and_the_next_run_sends_it() {
     assert_eq!(second.done, [DeliveryStep::Email], "{second:?}");
     assert_eq!(second.already_done.len(), 2);
     let record = step_record(&client, fixture.invoice_id, "email").await;
-    assert_eq!(record, Some(("succeeded".to_owned(), 2, Some(error_text(&first)))));
+    assert_eq!(
+        record,
+        Some(("succeeded".to_owned(), 2, Some(error_text(&first))))
+    );
     assert_eq!(emails_to(&fixture.billing_email).len(), 1);
     assert_eq!(stand_in.invoices().len(), 1, "Stripe was not called again");
 }
@@ -70,9 +77,11 @@ async fn s3_down_stops_the_document_step_and_the_next_run_stores_it() {
     let fixture = finalized_invoice(&mut client, "charge_automatically").await;
     let (bucket, direct) = test_bucket().await;
     let link = FaultyLink::start(s3_addr()).await;
-    let through_link =
-        DocumentStore::new(&s3_settings(&bucket, Some(format!("http://{}", link.addr()))))
-            .unwrap();
+    let through_link = DocumentStore::new(&s3_settings(
+        &bucket,
+        Some(format!("http://{}", link.addr())),
+    ))
+    .unwrap();
     let deliverer = Deliverer {
         stripe: None,
         mailer: Some(mailer(None)),

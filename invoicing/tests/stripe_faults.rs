@@ -58,7 +58,9 @@ async fn each_fault_at_each_call_ends_in_exactly_one_of_everything() {
                 .unwrap();
             stand_in.clear_faults();
             if first.failed.len() != 1 || first.failed[0].0 != DeliveryStep::Stripe {
-                failures.push(format!("{case}: first run did not fail the step: {first:?}"));
+                failures.push(format!(
+                    "{case}: first run did not fail the step: {first:?}"
+                ));
                 continue;
             }
             let second = deliverer

@@ -390,11 +390,13 @@ fn act(
             false,
         );
     };
-    if *method == Method::POST && !content_type.starts_with("application/x-www-form-urlencoded")
-    {
+    if *method == Method::POST && !content_type.starts_with("application/x-www-form-urlencoded") {
         return Outcome::Respond(
             400,
-            error("invalid_request_error", "Stripe expects a form-encoded body"),
+            error(
+                "invalid_request_error",
+                "Stripe expects a form-encoded body",
+            ),
             false,
         );
     }
@@ -539,7 +541,10 @@ fn execute(
             let Some(amount) = param("amount").and_then(|a| a.parse::<i64>().ok()) else {
                 return missing("amount");
             };
-            let Some(invoice) = state.invoices.iter().find(|i| i["id"] == invoice_id.as_str())
+            let Some(invoice) = state
+                .invoices
+                .iter()
+                .find(|i| i["id"] == invoice_id.as_str())
             else {
                 return (404, no_such("invoice", &invoice_id));
             };
@@ -602,8 +607,7 @@ fn execute(
                 }
                 state.invoices[index]["status"] = json!("open");
             } else {
-                if status != "open"
-                    || state.invoices[index]["collection_method"] != "send_invoice"
+                if status != "open" || state.invoices[index]["collection_method"] != "send_invoice"
                 {
                     return (
                         400,

@@ -6,7 +6,8 @@
 //! constant time (`ring::hmac::verify`), and refused outside a tolerance window so a captured
 //! request cannot be replayed later. Stripe delivers at least once and in any order, so each
 //! event id is handled once (a row in `stripe_webhook_events`, in the same transaction as the
-//! change) and an event older than the status already recorded changes nothing.
+//! change), and a status the invoice state machine does not allow from where the invoice is
+//! (a late `invoice.payment_failed` for a paid invoice) changes nothing.
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use tollgate_invoicing::store::{self, InvoiceStatus};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
@@ -40,7 +43,10 @@ impl WebhookSecret {
     /// Accepts Stripe's `whsec_…` secrets (used whole as the HMAC key, as Stripe does).
     pub fn parse(value: &str) -> Result<Self, ApiError> {
         let value = value.trim();
-        if value.starts_with("whsec_") && value.len() >= 16 && value.bytes().all(|b| b.is_ascii_graphic()) {
+        if value.starts_with("whsec_")
+            && value.len() >= 16
+            && value.bytes().all(|b| b.is_ascii_graphic())
+        {
             Ok(Self(value.to_owned()))
         } else {
             Err(ApiError::InvalidSetting {
@@ -128,18 +134,20 @@ struct EventData {
 pub struct WebhookReceipt {
     /// Always true: Stripe stops retrying on any 2xx.
     pub received: bool,
-    /// `applied` (the invoice's payment status changed), `duplicate` (event seen before),
-    /// `stale` (older than the recorded status), `ignored` (a type or invoice we do not track).
+    /// `applied` (the invoice's status changed), `unchanged` (it had that status already),
+    /// `duplicate` (event id seen before), `stale` (the state machine does not allow the move
+    /// from where the invoice is, e.g. `payment_failed` after `paid`), `ignored` (a type or
+    /// invoice we do not track).
     pub outcome: String,
 }
 
-/// The payment status an event type sets, for the types we handle.
-pub fn payment_status_of(event_type: &str) -> Option<&'static str> {
+/// The invoice status an event type moves to, for the types we handle.
+pub fn payment_status_of(event_type: &str) -> Option<InvoiceStatus> {
     match event_type {
-        "invoice.paid" => Some("paid"),
-        "invoice.payment_failed" => Some("payment_failed"),
-        "invoice.voided" => Some("void"),
-        "invoice.marked_uncollectible" => Some("uncollectible"),
+        "invoice.paid" => Some(InvoiceStatus::Paid),
+        "invoice.payment_failed" => Some(InvoiceStatus::PaymentFailed),
+        "invoice.voided" => Some(InvoiceStatus::Void),
+        "invoice.marked_uncollectible" => Some(InvoiceStatus::Uncollectible),
         _ => None,
     }
 }
@@ -189,25 +197,15 @@ pub async fn stripe(
         field: None,
         message: format!("not a Stripe event: {e}"),
     })?;
-    let created =
-        OffsetDateTime::from_unix_timestamp(event.created).map_err(|_| ApiError::BadRequest {
-            code: "invalid_event",
-            field: Some("created".into()),
-            message: "not a Unix timestamp".into(),
-        })?;
-    let outcome = apply(&state, &event, created).await?;
-    tracing::info!(event_id = %event.id, event_type = %event.kind, outcome, "Stripe event handled.");
+    let outcome = apply(&state, &event).await?;
+    tracing::info!(event_id = %event.id, event_type = %event.kind, event_created = event.created, outcome, "Stripe event handled.");
     Ok(HttpResponse::Ok().json(WebhookReceipt {
         received: true,
         outcome: outcome.to_owned(),
     }))
 }
 
-async fn apply(
-    state: &AppState,
-    event: &StripeEvent,
-    created: OffsetDateTime,
-) -> Result<&'static str, ApiError> {
+async fn apply(state: &AppState, event: &StripeEvent) -> Result<&'static str, ApiError> {
     let status = payment_status_of(&event.kind);
     let object = &event.data.object;
     let stripe_invoice_id = object.get("id").and_then(Value::as_str);
@@ -245,26 +243,37 @@ async fn apply(
         tx.commit().await?;
         return Ok("ignored");
     };
-    let changed = record_payment_status(&tx, invoice_id, status, created).await?;
+    let outcome = record_payment_status(&tx, invoice_id, status).await?;
     tx.commit().await?;
-    Ok(if changed { "applied" } else { "stale" })
+    Ok(outcome)
 }
 
-/// Sets the invoice's payment status unless a newer event already set one; `true` if it did.
+/// Moves the invoice to `to` if the state machine allows it from where the invoice is: a paid
+/// invoice stays paid when a late `invoice.payment_failed` arrives. Returns the outcome.
 async fn record_payment_status(
     tx: &tokio_postgres::Transaction<'_>,
     invoice_id: Uuid,
-    status: &str,
-    at: OffsetDateTime,
-) -> Result<bool, ApiError> {
-    let changed = tx
-        .execute(
-            "UPDATE invoices SET payment_status = $2, payment_status_at = $3, updated_at = now() \
-              WHERE id = $1 AND (payment_status_at IS NULL OR payment_status_at <= $3)",
-            &[&invoice_id, &status, &at],
+    to: InvoiceStatus,
+) -> Result<&'static str, ApiError> {
+    let current: String = tx
+        .query_one(
+            "SELECT status FROM invoices WHERE id = $1 FOR UPDATE",
+            &[&invoice_id],
         )
-        .await?;
-    Ok(changed > 0)
+        .await?
+        .get(0);
+    let current = InvoiceStatus::parse(&current)
+        .ok_or_else(|| ApiError::Internal(format!("invoice {invoice_id}: status {current:?}")))?;
+    if current == to {
+        return Ok("unchanged");
+    }
+    if !current.may_become(to) {
+        return Ok("stale");
+    }
+    store::transition(tx, invoice_id, to)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok("applied")
 }
 
 #[cfg(test)]
@@ -286,13 +295,25 @@ mod tests {
     fn a_valid_signature_within_the_window_verifies() {
         let header = sign(1_000, "{\"id\":\"evt_1\"}");
         assert_eq!(
-            verify_signature(&secret(), &header, b"{\"id\":\"evt_1\"}", 1_100, DEFAULT_TOLERANCE),
+            verify_signature(
+                &secret(),
+                &header,
+                b"{\"id\":\"evt_1\"}",
+                1_100,
+                DEFAULT_TOLERANCE
+            ),
             Ok(())
         );
         // One of several v1 signatures matching is enough (secret rotation).
         let rolled = format!("t=1000,v1={},{}", "00".repeat(32), &header[7..]);
         assert_eq!(
-            verify_signature(&secret(), &rolled, b"{\"id\":\"evt_1\"}", 1_000, DEFAULT_TOLERANCE),
+            verify_signature(
+                &secret(),
+                &rolled,
+                b"{\"id\":\"evt_1\"}",
+                1_000,
+                DEFAULT_TOLERANCE
+            ),
             Ok(())
         );
     }
@@ -303,11 +324,20 @@ mod tests {
         let verify = |header: &str, payload: &[u8], now| {
             verify_signature(&secret(), header, payload, now, DEFAULT_TOLERANCE)
         };
-        assert_eq!(verify(&header, b"{ }", 1_000), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(&header, b"{ }", 1_000),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(&header, b"{}", 1_301), Err(SignatureError::Expired));
         assert_eq!(verify(&header, b"{}", 699), Err(SignatureError::Expired));
-        assert_eq!(verify("t=1000", b"{}", 1_000), Err(SignatureError::Malformed));
-        assert_eq!(verify("v1=abcd", b"{}", 1_000), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify("t=1000", b"{}", 1_000),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify("v1=abcd", b"{}", 1_000),
+            Err(SignatureError::Malformed)
+        );
         assert_eq!(verify("", b"{}", 1_000), Err(SignatureError::Malformed));
         let other = WebhookSecret::parse("whsec_another_secret").unwrap();
         assert_eq!(
@@ -320,7 +350,7 @@ mod tests {
     fn secrets_are_checked_and_hidden() {
         assert!(WebhookSecret::parse("sk_live_nope").is_err());
         assert_eq!(format!("{:?}", secret()), "WebhookSecret(<redacted>)");
-        assert_eq!(payment_status_of("invoice.paid"), Some("paid"));
+        assert_eq!(payment_status_of("invoice.paid"), Some(InvoiceStatus::Paid));
         assert_eq!(payment_status_of("customer.created"), None);
     }
 }

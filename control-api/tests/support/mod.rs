@@ -47,13 +47,18 @@ impl Harness {
     }
 
     pub async fn with_throttle(throttle: ThrottlePolicy) -> Self {
+        Self::with_config(|config| config.throttle = throttle).await
+    }
+
+    /// A harness whose service configuration `adjust` changes from the test defaults.
+    pub async fn with_config(adjust: impl FnOnce(&mut ServiceConfig)) -> Self {
         let db = TestDb::new().await;
         let mut config = ServiceConfig::new(
             JwtSecret::parse(&"cd".repeat(32)).unwrap(),
             KeyPepper::from_hex(PEPPER_HEX).unwrap(),
         );
-        config.throttle = throttle;
         config.max_body_bytes = 16 * 1024;
+        adjust(&mut config);
         let pool = pool::build(db.url(), "database", PoolSettings::default()).unwrap();
         let state = web::Data::new(AppState::new(config, pool).unwrap());
         let client = db.client().await;

@@ -167,7 +167,10 @@ impl DocumentStore {
     /// Creates the bucket if it does not exist (local stacks and tests; production buckets are
     /// provisioned with their policies elsewhere).
     pub async fn ensure_bucket(&self) -> Result<(), DeliveryError> {
-        let url = self.bucket.create_bucket(&self.credentials).sign(SIGNATURE_TTL);
+        let url = self
+            .bucket
+            .create_bucket(&self.credentials)
+            .sign(SIGNATURE_TTL);
         // An empty body, so the request carries `Content-Length: 0` (servers answer 411
         // to a PUT without it).
         let response = self

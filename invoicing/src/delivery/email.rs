@@ -182,7 +182,12 @@ mod tests {
     #[test]
     fn tls_modes_and_secrets() {
         assert_eq!(SmtpTls::parse("starttls").unwrap(), SmtpTls::StartTls);
-        assert!(SmtpTls::parse("ssl").unwrap_err().to_string().contains(ENV_SMTP_TLS));
+        assert!(
+            SmtpTls::parse("ssl")
+                .unwrap_err()
+                .to_string()
+                .contains(ENV_SMTP_TLS)
+        );
         let credentials = SmtpCredentials {
             username: "billing".into(),
             password: "hunter2-secret".into(),

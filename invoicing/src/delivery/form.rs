@@ -27,7 +27,8 @@ impl StripeForm {
 
     /// Adds `parent[child]=value`, Stripe's notation for a nested hash (e.g. metadata).
     pub fn nested(mut self, parent: &str, child: &str, value: impl Into<String>) -> Self {
-        self.pairs.push((format!("{parent}[{child}]"), value.into()));
+        self.pairs
+            .push((format!("{parent}[{child}]"), value.into()));
         self
     }
 

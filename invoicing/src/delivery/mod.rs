@@ -259,7 +259,10 @@ impl Deliverer {
         }))
     }
 
-    async fn run_email(&self, invoice: &DeliveryInvoice) -> Result<serde_json::Value, DeliveryError> {
+    async fn run_email(
+        &self,
+        invoice: &DeliveryInvoice,
+    ) -> Result<serde_json::Value, DeliveryError> {
         let Some(mailer) = &self.mailer else {
             return Ok(json!({}));
         };
@@ -335,7 +338,10 @@ pub fn invoice_email(invoice: &DeliveryInvoice, to: String) -> InvoiceEmail {
     }
 }
 
-async fn stored_customer(client: &Client, tenant_id: Uuid) -> Result<Option<String>, DeliveryError> {
+async fn stored_customer(
+    client: &Client,
+    tenant_id: Uuid,
+) -> Result<Option<String>, DeliveryError> {
     Ok(client
         .query_opt(
             "SELECT customer_id FROM stripe_customers WHERE tenant_id = $1",

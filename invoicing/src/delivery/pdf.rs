@@ -71,13 +71,41 @@ pub fn render_invoice_pdf(invoice: &InvoiceDocument, number: &str) -> Vec<u8> {
             y = table_header(&mut page, PAGE_HEIGHT - MARGIN - 10);
         }
         let size = TABLE_SIZE;
-        text(&mut page, REGULAR, size, COL_NUMBER, y, &(n + 1).to_string());
+        text(
+            &mut page,
+            REGULAR,
+            size,
+            COL_NUMBER,
+            y,
+            &(n + 1).to_string(),
+        );
         let description = fit(&line.description, size, DESCRIPTION_WIDTH);
         text(&mut page, REGULAR, size, COL_DESCRIPTION, y, &description);
         text(&mut page, REGULAR, size, COL_KIND, y, &line.kind);
-        right(&mut page, REGULAR, size, COL_QUANTITY_RIGHT, y, &line.quantity.to_string());
-        right(&mut page, REGULAR, size, COL_UNIT_RIGHT, y, &line.unit_price);
-        right(&mut page, REGULAR, size, COL_AMOUNT_RIGHT, y, &format_money(line.amount));
+        right(
+            &mut page,
+            REGULAR,
+            size,
+            COL_QUANTITY_RIGHT,
+            y,
+            &line.quantity.to_string(),
+        );
+        right(
+            &mut page,
+            REGULAR,
+            size,
+            COL_UNIT_RIGHT,
+            y,
+            &line.unit_price,
+        );
+        right(
+            &mut page,
+            REGULAR,
+            size,
+            COL_AMOUNT_RIGHT,
+            y,
+            &format_money(line.amount),
+        );
         rule(&mut page, y - 5, 0.85);
         y -= ROW_HEIGHT;
     }
@@ -88,11 +116,21 @@ pub fn render_invoice_pdf(invoice: &InvoiceDocument, number: &str) -> Vec<u8> {
     y -= 5;
     for (label, amount) in [("Subtotal", invoice.subtotal), ("Total", invoice.total)] {
         text(&mut page, BOLD, 10, COL_DESCRIPTION, y, label);
-        right(&mut page, BOLD, 10, COL_AMOUNT_RIGHT, y, &format_money(amount));
+        right(
+            &mut page,
+            BOLD,
+            10,
+            COL_AMOUNT_RIGHT,
+            y,
+            &format_money(amount),
+        );
         y -= ROW_HEIGHT;
     }
     pages.push(page);
-    assemble(pages, &format!("Invoice {number} for {}", invoice.tenant_name))
+    assemble(
+        pages,
+        &format!("Invoice {number} for {}", invoice.tenant_name),
+    )
 }
 
 fn table_header(page: &mut Content, y: i32) -> i32 {
@@ -386,7 +424,10 @@ mod tests {
         assert!(first.starts_with(b"%PDF-"));
         assert_eq!(first, render_invoice_pdf(&document(3), "2026-10-00000001"));
         let text = String::from_utf8_lossy(&first);
-        assert!(text.contains("(1,234,567.89 USD)"), "amounts are drawn as text");
+        assert!(
+            text.contains("(1,234,567.89 USD)"),
+            "amounts are drawn as text"
+        );
         assert!(!text.contains("CreationDate"), "no timestamps");
     }
 

@@ -9,8 +9,12 @@
 use std::time::Duration;
 
 use super::documents::{ENV_S3_BUCKET, ENV_S3_ENDPOINT, S3Credentials, S3Settings};
-use super::email::{ENV_SMTP_FROM, ENV_SMTP_PASSWORD, ENV_SMTP_TLS, SmtpCredentials, SmtpSettings, SmtpTls};
-use super::stripe::{DEFAULT_STRIPE_BASE_URL, ENV_STRIPE_API_KEY, ENV_STRIPE_BASE_URL, StripeApiKey, StripeSettings};
+use super::email::{
+    ENV_SMTP_FROM, ENV_SMTP_PASSWORD, ENV_SMTP_TLS, SmtpCredentials, SmtpSettings, SmtpTls,
+};
+use super::stripe::{
+    DEFAULT_STRIPE_BASE_URL, ENV_STRIPE_API_KEY, ENV_STRIPE_BASE_URL, StripeApiKey, StripeSettings,
+};
 use super::{Deliverer, DeliveryError, DocumentStore, InvoiceMailer, StripeClient};
 
 /// Stripe: timeout of one attempt, in seconds (default 10).
@@ -96,25 +100,33 @@ pub fn deliverer_from(get: impl Fn(&str) -> Option<String>) -> Result<Deliverer,
             timeout: Duration::from_secs(30),
         })?);
     }
-    if let Some(endpoint) = get(ENV_S3_ENDPOINT).filter(|v| !v.trim().is_empty()) {
-        let path_style = match get(ENV_S3_PATH_STYLE).as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(_) => return Err(invalid(ENV_S3_PATH_STYLE, "must be true or false")),
-        };
-        deliverer.documents = Some(DocumentStore::new(&S3Settings {
-            endpoint,
-            bucket: required(&get, ENV_S3_BUCKET, ENV_S3_ENDPOINT)?,
-            region: get(ENV_S3_REGION).unwrap_or_else(|| "us-east-1".into()),
-            path_style,
-            credentials: S3Credentials {
-                access_key_id: required(&get, ENV_S3_ACCESS_KEY_ID, ENV_S3_ENDPOINT)?,
-                secret_access_key: required(&get, ENV_S3_SECRET_ACCESS_KEY, ENV_S3_ENDPOINT)?,
-            },
-            timeout: Duration::from_secs(30),
-        })?);
-    }
+    deliverer.documents = document_store_from(&get)?;
     Ok(deliverer)
+}
+
+/// The document store from `TOLLGATE_S3_*`, or `None` when `TOLLGATE_S3_ENDPOINT` is unset.
+pub fn document_store_from(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<DocumentStore>, DeliveryError> {
+    let Some(endpoint) = get(ENV_S3_ENDPOINT).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let path_style = match get(ENV_S3_PATH_STYLE).as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(invalid(ENV_S3_PATH_STYLE, "must be true or false")),
+    };
+    Ok(Some(DocumentStore::new(&S3Settings {
+        endpoint,
+        bucket: required(&get, ENV_S3_BUCKET, ENV_S3_ENDPOINT)?,
+        region: get(ENV_S3_REGION).unwrap_or_else(|| "us-east-1".into()),
+        path_style,
+        credentials: S3Credentials {
+            access_key_id: required(&get, ENV_S3_ACCESS_KEY_ID, ENV_S3_ENDPOINT)?,
+            secret_access_key: required(&get, ENV_S3_SECRET_ACCESS_KEY, ENV_S3_ENDPOINT)?,
+        },
+        timeout: Duration::from_secs(30),
+    })?))
 }
 
 #[cfg(test)]
@@ -156,14 +168,20 @@ mod tests {
 
     #[test]
     fn missing_companions_and_bad_values_name_the_setting_not_the_value() {
-        let error = deliverer_from(lookup(&[(ENV_S3_ENDPOINT, "http://h"), (ENV_S3_BUCKET, "b")]))
-            .unwrap_err()
-            .to_string();
+        let error = deliverer_from(lookup(&[
+            (ENV_S3_ENDPOINT, "http://h"),
+            (ENV_S3_BUCKET, "b"),
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(error.contains(ENV_S3_ACCESS_KEY_ID), "{error}");
         let error = deliverer_from(lookup(&[(ENV_STRIPE_API_KEY, "pk_live_secretvalue")]))
             .unwrap_err()
             .to_string();
-        assert!(error.contains(ENV_STRIPE_API_KEY) && !error.contains("secretvalue"), "{error}");
+        assert!(
+            error.contains(ENV_STRIPE_API_KEY) && !error.contains("secretvalue"),
+            "{error}"
+        );
         let error = deliverer_from(lookup(&[
             (ENV_SMTP_HOST, "h"),
             (ENV_SMTP_FROM, "a@b"),
@@ -171,6 +189,9 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        assert!(error.contains(ENV_SMTP_USERNAME) && !error.contains("hunter2"), "{error}");
+        assert!(
+            error.contains(ENV_SMTP_USERNAME) && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 }

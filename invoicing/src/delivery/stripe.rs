@@ -122,12 +122,11 @@ enum Method {
 impl StripeClient {
     /// A client; the HTTP connection pool is shared by every call.
     pub fn new(settings: StripeSettings) -> Result<Self, DeliveryError> {
-        let http = super::http::client(settings.timeout).map_err(|e| {
-            DeliveryError::InvalidSetting {
+        let http =
+            super::http::client(settings.timeout).map_err(|e| DeliveryError::InvalidSetting {
                 setting: ENV_STRIPE_BASE_URL,
                 reason: format!("cannot build the HTTP client: {e}"),
-            }
-        })?;
+            })?;
         Ok(Self { http, settings })
     }
 
@@ -275,8 +274,14 @@ impl StripeClient {
             .field("auto_advance", "false")
             .field("pending_invoice_items_behavior", "exclude")
             .field("currency", invoice.currency.code().to_ascii_lowercase())
-            .field("collection_method", invoice.tenant.collection_method.as_str())
-            .field("description", format!("Tollgate invoice {}", invoice.number));
+            .field(
+                "collection_method",
+                invoice.tenant.collection_method.as_str(),
+            )
+            .field(
+                "description",
+                format!("Tollgate invoice {}", invoice.number),
+            );
         if invoice.tenant.collection_method == CollectionMethod::SendInvoice {
             form = form.field("days_until_due", self.settings.days_until_due.to_string());
         }
@@ -486,7 +491,9 @@ mod tests {
     fn api_keys_are_checked_and_never_shown() {
         let key = StripeApiKey::parse("sk_test_abcdefghij").unwrap();
         assert_eq!(format!("{key:?}"), "StripeApiKey(<redacted>)");
-        let error = StripeApiKey::parse("pk_live_abcdefghij").unwrap_err().to_string();
+        let error = StripeApiKey::parse("pk_live_abcdefghij")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(ENV_STRIPE_API_KEY), "{error}");
         assert!(!error.contains("pk_live"), "{error}");
     }
@@ -494,7 +501,9 @@ mod tests {
     #[test]
     fn stripe_error_bodies_become_messages() {
         assert_eq!(
-            error_message(r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#),
+            error_message(
+                r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#
+            ),
             "idempotency_error: Keys for idempotent requests can only be used with the same parameters"
         );
         assert_eq!(error_message("<html>"), "<html>");

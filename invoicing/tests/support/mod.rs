@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_postgres::Client;
+use tollgate_invoicing::delivery::documents::S3Credentials;
 use tollgate_invoicing::delivery::email::SmtpTls;
 use tollgate_invoicing::delivery::retry::RetryPolicy;
 use tollgate_invoicing::delivery::stripe::StripeApiKey;
 use tollgate_invoicing::delivery::{
     DocumentStore, InvoiceMailer, S3Settings, SmtpSettings, StripeClient, StripeSettings,
 };
-use tollgate_invoicing::delivery::documents::S3Credentials;
 use tollgate_test_support::Stack;
 use tollgate_test_support::stripe_stand_in::{STAND_IN_API_KEY, StripeStandIn};
 use uuid::Uuid;
@@ -59,7 +59,13 @@ pub async fn finalized_invoice(client: &mut Client, collection_method: &str) -> 
         .iter()
         .zip([
             ("base_fee", "Growth plan", 1_i64, "49", 4900_i64),
-            ("usage", "Requests over 1,000,000", 3_082_250, "0.0004", 123_290),
+            (
+                "usage",
+                "Requests over 1,000,000",
+                3_082_250,
+                "0.0004",
+                123_290,
+            ),
         ])
         .enumerate()
     {
@@ -146,9 +152,12 @@ pub fn smtp_settings(port: Option<u16>) -> SmtpSettings {
 
 pub fn smtp_addr() -> std::net::SocketAddr {
     let stack = Stack::get();
-    format!("{}:{}", stack.values["SMTP_HOST"], stack.values["SMTP_PORT"])
-        .parse()
-        .unwrap()
+    format!(
+        "{}:{}",
+        stack.values["SMTP_HOST"], stack.values["SMTP_PORT"]
+    )
+    .parse()
+    .unwrap()
 }
 
 pub fn s3_addr() -> std::net::SocketAddr {
