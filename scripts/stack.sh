@@ -284,6 +284,10 @@ cmd_up() {
   key=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper TOLLGATE_DEMO_UPSTREAM=$upstream \
     TOLLGATE_DEMO_API_KEY=$(stack_value DEMO_API_KEY) "$bin/tollgate-control-api" seed-demo)
   set_stack_value DEMO_API_KEY "$key"
+  # Invoicing runs as CronJobs in production; here `hourly` runs once (README, "Invoicing by hand").
+  mkdir -p "$STATE_DIR/run"
+  TOLLGATE_DATABASE_URL=$db_url "$bin/tollgate-invoicing" hourly 2>>"$STATE_DIR/run/invoicing.log" ||
+    log "tollgate-invoicing hourly failed; see $STATE_DIR/run/invoicing.log"
 
   # Service binaries, restarted so a rebuilt binary takes over. More join as their issues land.
   local metering_admin="127.0.0.1:$METERING_ADMIN_PORT"

@@ -152,7 +152,7 @@ async fn invoices_list_newest_first_with_lines_and_a_document() {
     let (_, drafts) = call!(app, get(&format!("{list}?status=draft"), &viewer));
     assert_eq!(ids(&drafts), [json!(draft)]);
     for bad in [
-        "status=paid",
+        "status=pushed",
         "status=%F0%9F%92%B8",
         "limit=0",
         "limit=99999999999999999999",
@@ -284,4 +284,90 @@ async fn invoices_list_newest_first_with_lines_and_a_document() {
             .set_json(json!({}))
     );
     assert_eq!(status, 405);
+}
+
+/// Growth: $49, 1,000 included, graduated 0.001 / 0.0008 / 0.0005 (as invoicing's tests).
+const GROWTH: &str = r#"{"currency":"USD","base_fee_minor":4900,"included_units":1000,
+  "model":"graduated","tiers":[{"up_to":10000,"unit_price":"0.001"},
+  {"up_to":100000,"unit_price":"0.0008"},{"up_to":null,"unit_price":"0.0005"}]}"#;
+
+#[actix_web::test]
+async fn the_upcoming_invoice_rates_the_current_period_so_far_and_stores_nothing() {
+    let h = Harness::new().await;
+    let app = app!(h);
+    let client = h.db.client().await;
+    let tenant = tollgate_test_support::fixtures::insert_tenant(&client, "upcoming").await;
+    let tenant = *tenant.as_uuid();
+    let plan = Uuid::now_v7();
+    client
+        .execute(
+            "INSERT INTO plans (id, name, rate_per_second, burst, pricing) \
+             VALUES ($1, 'growth-upcoming', 10, 10, $2::text::jsonb)",
+            &[&plan, &GROWTH],
+        )
+        .await
+        .unwrap();
+    let platform = h.token(&h.platform);
+    let uri = format!("/api/v1/tenants/{tenant}/invoices/upcoming");
+    // No subscription this period: nothing to project.
+    let (status, body) = call!(app, get(&uri, &platform));
+    assert_eq!(status, 404, "{body}");
+    client
+        .execute(
+            "INSERT INTO subscriptions (id, tenant_id, plan_id, starts_at) \
+             VALUES ($1, $2, $3, date_trunc('month', now(), 'UTC'))",
+            &[&Uuid::now_v7(), &tenant, &plan],
+        )
+        .await
+        .unwrap();
+    // 25,500 billable requests this month (and 40 refused ones), one hour in.
+    client
+        .execute(
+            "INSERT INTO usage_minute (minute, tenant_id, status_class, request_count, billable_count, \
+               request_bytes, response_bytes, latency_us_sum) \
+             VALUES (date_trunc('month', now(), 'UTC') + interval '1 hour', $1, 2, 25500, 25500, 0, 0, 0), \
+                    (date_trunc('month', now(), 'UTC') + interval '1 hour', $1, 4, 40, 0, 0, 0, 0)",
+            &[&tenant],
+        )
+        .await
+        .unwrap();
+    let (status, body) = call!(app, get(&uri, &platform));
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<Value> = body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| json!([l["kind"], l["quantity"], l["amount_minor"]]))
+        .collect();
+    // 24,500 beyond the included: 10,000 × 0.001 = 10.00; 14,500 × 0.0008 = 11.60.
+    assert_eq!(
+        lines,
+        [
+            json!(["base_fee", 1, 4900]),
+            json!(["usage", 10000, 1000]),
+            json!(["usage", 14500, 1160])
+        ]
+    );
+    assert_eq!(body["total_minor"], 7060);
+    assert_eq!(body["currency"], "USD");
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM invoices WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
+    // The tenant's own viewer sees its own; another tenant's viewer does not.
+    let (status, _) = call!(
+        app,
+        get(
+            &format!("/api/v1/tenants/{}/invoices/upcoming", h.own.id),
+            &h.token(&h.own.viewer)
+        )
+    );
+    assert_eq!(status, 200);
+    let (status, _) = call!(app, get(&uri, &h.token(&h.own.viewer)));
+    assert_ne!(status, 200);
 }

@@ -537,3 +537,99 @@ async fn the_current_period_counts_only_this_month_against_the_quota() {
     );
     assert_eq!(status, 404);
 }
+
+/// What `tollgate-invoicing hourly` does to every dirty hour, in one statement (this crate's
+/// tests do not run that binary): clear the marks, recompute `usage_hour` from `usage_minute`.
+async fn roll_up_everything(h: &Harness) {
+    h.db.client()
+        .await
+        .batch_execute(
+            "BEGIN; DELETE FROM usage_hour_dirty; \
+             INSERT INTO usage_hour AS h (hour, tenant_id, key_id, route_id, status_class, \
+                 request_count, billable_count, request_bytes, response_bytes, latency_us_sum) \
+             SELECT date_trunc('hour', minute, 'UTC'), tenant_id, key_id, route_id, status_class, \
+                    sum(request_count), sum(billable_count), sum(request_bytes), sum(response_bytes), \
+                    sum(latency_us_sum) \
+               FROM usage_minute GROUP BY 1, 2, 3, 4, 5 \
+             ON CONFLICT ON CONSTRAINT usage_hour_key DO UPDATE SET \
+                 request_count = EXCLUDED.request_count, billable_count = EXCLUDED.billable_count, \
+                 request_bytes = EXCLUDED.request_bytes, response_bytes = EXCLUDED.response_bytes, \
+                 latency_us_sum = EXCLUDED.latency_us_sum; COMMIT;",
+        )
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn hour_and_day_series_read_rolled_up_hours_with_the_same_results() {
+    let h = Harness::new().await;
+    let app = app!(h);
+    let other_route = seed_usage(&h).await;
+    let viewer = h.token(&h.own.viewer);
+    let base = format!("/api/v1/tenants/{}/usage", h.own.id);
+    let queries = [
+        "granularity=hour&from=2026-03-01T22:00:00Z&to=2026-03-02T02:00:00Z".to_owned(),
+        "granularity=day&from=2026-02-28T00:00:00Z&to=2026-03-03T00:00:00Z".to_owned(),
+        format!(
+            "granularity=hour&from=2026-03-01T22:00:00Z&to=2026-03-02T02:00:00Z&key_id={OTHER_KEY}"
+        ),
+        format!(
+            "granularity=day&from=2026-02-28T00:00:00Z&to=2026-03-03T00:00:00Z&route_id={other_route}"
+        ),
+        "granularity=hour&from=2026-03-01T22:00:00Z&to=2026-03-02T02:00:00Z&status_class=4xx"
+            .to_owned(),
+    ];
+    let mut from_minutes = Vec::new();
+    for q in &queries {
+        let (status, series) = call!(app, get(&format!("{base}?{q}"), &viewer));
+        assert_eq!(status, 200, "{series}");
+        from_minutes.push(buckets(&series));
+    }
+    roll_up_everything(&h).await;
+    let client = h.db.client().await;
+    let dirty: i64 = client
+        .query_one("SELECT count(*) FROM usage_hour_dirty", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dirty, 0);
+    for (q, expected) in queries.iter().zip(&from_minutes) {
+        let (_, series) = call!(app, get(&format!("{base}?{q}"), &viewer));
+        assert_eq!(&buckets(&series), expected, "{q}");
+    }
+    // A late event marks its hour dirty again: read from minutes until rolled up, still exact.
+    insert_minutes(
+        &h,
+        &[Minute {
+            at: "2026-03-01T23:30:00Z",
+            tenant: Some(h.own.id),
+            key: OTHER_KEY,
+            route: h.own.route_id,
+            class: 4,
+            requests: 3,
+            billable: 0,
+            request_bytes: 30,
+            response_bytes: 30,
+            latency_sum: 3,
+        }],
+    )
+    .await;
+    let (_, series) = call!(app, get(&format!("{base}?{}", queries[0]), &viewer));
+    assert_eq!(
+        buckets(&series)[1],
+        json!(["2026-03-01T23:00:00Z", 20, 13, 1730, 6130, 615])
+    );
+    roll_up_everything(&h).await;
+    let (_, rolled) = call!(app, get(&format!("{base}?{}", queries[0]), &viewer));
+    assert_eq!(buckets(&rolled), buckets(&series));
+    // The clean hours really come from usage_hour: without their minutes they still show.
+    client
+        .execute(
+            "DELETE FROM usage_minute WHERE minute < '2026-03-02T00:00:00Z'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (_, hours_only) = call!(app, get(&format!("{base}?{}", queries[0]), &viewer));
+    assert_eq!(buckets(&hours_only), buckets(&series));
+}

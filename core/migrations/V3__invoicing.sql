@@ -243,10 +243,10 @@ CREATE TRIGGER invoice_lines_guard BEFORE INSERT OR UPDATE OR DELETE ON invoice_
 CREATE TRIGGER invoice_usage_guard BEFORE INSERT OR UPDATE OR DELETE ON invoice_usage
     FOR EACH ROW EXECUTE FUNCTION tollgate_guard_invoice_children();
 
--- The subscription in force at any instant, as the proxy and the control API pick it: the latest
--- started one that has not ended now.
+-- The subscription in force now, one per tenant, as the proxy loader, the control API's
+-- subscription and current-usage endpoints all pick it: the latest started that has not ended.
 CREATE VIEW current_subscriptions AS
 SELECT DISTINCT ON (s.tenant_id) s.id, s.tenant_id, s.plan_id, s.starts_at, s.ends_at
   FROM subscriptions s
  WHERE s.starts_at <= now() AND (s.ends_at IS NULL OR s.ends_at > now())
- ORDER BY s.tenant_id, s.starts_at DESC;
+ ORDER BY s.tenant_id, s.starts_at DESC, s.id DESC;

@@ -14,6 +14,8 @@ pub const ENV_DATABASE_URL: &str = "TOLLGATE_DATABASE_URL";
 pub const ENV_LOOKBACK_HOURS: &str = "TOLLGATE_INVOICING_LOOKBACK_HOURS";
 /// Months back `monthly` looks for late usage to correct.
 pub const ENV_CORRECTION_LOOKBACK_MONTHS: &str = "TOLLGATE_INVOICING_CORRECTION_LOOKBACK_MONTHS";
+/// Connections (workers) `monthly` invoices tenants on in parallel.
+pub const ENV_WORKERS: &str = "TOLLGATE_INVOICING_WORKERS";
 /// Test only: stop at a named point (`<point>` or `<point>:<n>` for its n-th time) and wait
 /// to be killed, so crash tests can SIGKILL the real process between two steps.
 pub const ENV_TEST_FAULT: &str = "TOLLGATE_INVOICING_TEST_FAULT";
@@ -69,6 +71,8 @@ pub enum CommandSettings {
         allow_open_period: bool,
         /// `--correction-lookback-months`.
         correction_lookback_months: u32,
+        /// `--workers`.
+        workers: usize,
     },
 }
 
@@ -106,6 +110,8 @@ pub struct MonthlyConfig {
     pub dry_run: bool,
     /// Invoices of earlier periods within this many months are checked for late usage.
     pub correction_lookback_months: u32,
+    /// Tenants are invoiced on this many connections at once.
+    pub workers: usize,
 }
 
 /// What to run.
@@ -178,6 +184,7 @@ impl Config {
                 dry_run,
                 allow_open_period,
                 correction_lookback_months,
+                workers,
             } => {
                 let current = BillingPeriod::containing(now)
                     .map_err(|e| invalid("--period", e.to_string()))?;
@@ -213,11 +220,21 @@ impl Config {
                         "must be at most 120",
                     ));
                 }
+                if !(1..=32).contains(&workers) {
+                    return Err(invalid(ENV_WORKERS, "must be between 1 and 32"));
+                }
+                // A fault point stops one process at one place: only with one connection.
+                let workers = if settings.test_fault.is_some() {
+                    1
+                } else {
+                    workers
+                };
                 Command::Monthly(MonthlyConfig {
                     period,
                     tenant,
                     dry_run,
                     correction_lookback_months,
+                    workers,
                 })
             }
         };
@@ -270,6 +287,7 @@ mod tests {
                 dry_run: false,
                 allow_open_period,
                 correction_lookback_months: 12,
+                workers: 4,
             },
             test_fault: None,
         }

@@ -210,23 +210,31 @@ pub async fn invoice_tenant(
     })
 }
 
-/// Runs `monthly` over every tenant to invoice, logging progress (tenant N of M) and each
-/// outcome; a tenant's failure is counted and the run goes on, unless the connection is gone.
-/// A dry run appends a table of what it would create to `table`.
-pub async fn run_monthly(
+/// What one worker did: its counts, its dry-run rows by tenant index, and the error that
+/// stopped it (a lost connection).
+struct WorkerReport {
+    summary: MonthlySummary,
+    rows: Vec<(usize, String)>,
+    stopped: Option<InvoicingError>,
+}
+
+/// Invoices the tenants at `indices` of `tenants` on one connection.
+async fn worker(
     client: &mut Client,
+    tenants: &[Uuid],
+    indices: impl Iterator<Item = usize>,
     config: &MonthlyConfig,
     faults: &mut Faults,
-    table: &mut String,
-) -> Result<MonthlySummary, InvoicingError> {
-    let tenants = tenants_to_invoice(client, &config.period, config.tenant).await?;
-    let mut summary = MonthlySummary {
-        tenants: tenants.len(),
-        ..MonthlySummary::default()
+) -> WorkerReport {
+    let mut report = WorkerReport {
+        summary: MonthlySummary::default(),
+        rows: Vec::new(),
+        stopped: None,
     };
-    tracing::info!(period = %config.period, tenants = tenants.len(), dry_run = config.dry_run, "Monthly invoicing started.");
-    for (n, tenant_id) in tenants.iter().copied().enumerate() {
-        let (n, of) = (n + 1, tenants.len());
+    let summary = &mut report.summary;
+    let of = tenants.len();
+    for index in indices {
+        let (tenant_id, n) = (tenants[index], index + 1);
         match invoice_tenant(client, tenant_id, config, faults).await {
             Ok(TenantOutcome::Created { invoice_id, number }) => {
                 summary.created += 1;
@@ -244,7 +252,9 @@ pub async fn run_monthly(
             Ok(TenantOutcome::WouldCreate(rated)) => {
                 summary.created += 1;
                 tracing::info!(n, of, %tenant_id, total = %rated.total, "Invoice would be created.");
-                dry_run_rows(table, tenant_id, &config.period, &rated);
+                let mut rows = String::new();
+                dry_run_rows(&mut rows, tenant_id, &config.period, &rated);
+                report.rows.push((index, rows));
             }
             Ok(TenantOutcome::NoSubscription) => {
                 summary.skipped += 1;
@@ -256,12 +266,83 @@ pub async fn run_monthly(
                 summary.retryable += usize::from(retryable);
                 tracing::error!(n, of, %tenant_id, %error, retryable, "Invoicing the tenant failed.");
                 if client.is_closed() {
-                    return Err(error);
+                    report.stopped = Some(error);
+                    break;
                 }
             }
         }
     }
-    Ok(summary)
+    report
+}
+
+/// Runs `monthly` over every tenant to invoice, spread over `clients` (one worker per
+/// connection; tenant `n` goes to worker `n mod workers`), logging progress (tenant N of M) and
+/// each outcome. A tenant's failure is counted and the run goes on, unless a connection is
+/// gone. Fault points only stop a single-connection run. A dry run appends a table of what it
+/// would create to `table`, in tenant order.
+pub async fn run_monthly(
+    clients: &mut [Client],
+    config: &MonthlyConfig,
+    faults: &mut Faults,
+    table: &mut String,
+) -> Result<MonthlySummary, InvoicingError> {
+    let Some(first) = clients.first() else {
+        return Ok(MonthlySummary::default());
+    };
+    let tenants = tenants_to_invoice(first, &config.period, config.tenant).await?;
+    tracing::info!(period = %config.period, tenants = tenants.len(), workers = clients.len(), dry_run = config.dry_run, "Monthly invoicing started.");
+    let workers = clients.len();
+    let reports = if workers == 1 {
+        let client = &mut clients[0];
+        vec![worker(client, &tenants, 0..tenants.len(), config, faults).await]
+    } else {
+        let tenants = &tenants;
+        futures_util::future::join_all(clients.iter_mut().enumerate().map(
+            |(w, client)| async move {
+                let mut none = Faults::default();
+                worker(
+                    client,
+                    tenants,
+                    (w..tenants.len()).step_by(workers),
+                    config,
+                    &mut none,
+                )
+                .await
+            },
+        ))
+        .await
+    };
+    let mut summary = MonthlySummary {
+        tenants: tenants.len(),
+        ..MonthlySummary::default()
+    };
+    let mut rows = Vec::new();
+    let mut stopped = None;
+    for report in reports {
+        let r = report.summary;
+        summary.created += r.created;
+        summary.existing += r.existing;
+        summary.resumed += r.resumed;
+        summary.skipped += r.skipped;
+        summary.failed += r.failed;
+        summary.retryable += r.retryable;
+        rows.extend(report.rows);
+        stopped = stopped.or(report.stopped);
+    }
+    rows.sort_by_key(|(index, _)| *index);
+    for (i, (_, text)) in rows.into_iter().enumerate() {
+        // One header for the whole table: each tenant's rows start with their own.
+        let body = if i == 0 {
+            text.as_str()
+        } else {
+            text.split_once('\n').map_or("", |(_, rest)| rest)
+        };
+        table.push_str(body);
+    }
+    match stopped {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
 }
 
 /// Appends one tenant's would-be invoice to the dry-run table.

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio_postgres::NoTls;
 use tollgate_invoicing::config::{
     Command as Run, CommandSettings, Config, ENV_CORRECTION_LOOKBACK_MONTHS, ENV_DATABASE_URL,
-    ENV_LOOKBACK_HOURS, ENV_TEST_FAULT, Settings,
+    ENV_LOOKBACK_HOURS, ENV_TEST_FAULT, ENV_WORKERS, Settings,
 };
 use tollgate_invoicing::delivery::Deliverer;
 use tollgate_invoicing::delivery::settings::deliverer_from;
@@ -73,6 +73,9 @@ enum CliCommand {
         /// Earlier invoices within this many months are checked for late usage to correct.
         #[arg(long, env = ENV_CORRECTION_LOOKBACK_MONTHS, default_value_t = 12)]
         correction_lookback_months: u32,
+        /// Tenants invoiced at once, each on its own PostgreSQL connection.
+        #[arg(long, env = ENV_WORKERS, default_value_t = 4)]
+        workers: usize,
     },
 }
 
@@ -87,12 +90,14 @@ fn settings(cli: Cli) -> Settings {
                 dry_run,
                 allow_open_period,
                 correction_lookback_months,
+                workers,
             } => CommandSettings::Monthly {
                 period,
                 tenant,
                 dry_run,
                 allow_open_period,
                 correction_lookback_months,
+                workers,
             },
         },
         test_fault: std::env::var(ENV_TEST_FAULT).ok().filter(|v| !v.is_empty()),
@@ -246,8 +251,18 @@ async fn run(config: &Config) -> u8 {
             }
         }
         Run::Monthly(monthly) => {
+            let mut clients = vec![client];
+            while clients.len() < monthly.workers {
+                match connect(&config).await {
+                    Ok(client) => clients.push(client),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot open another PostgreSQL connection.");
+                        return EXIT_RETRYABLE;
+                    }
+                }
+            }
             let mut table = String::new();
-            let result = job::run_monthly(&mut client, monthly, &mut faults, &mut table).await;
+            let result = job::run_monthly(&mut clients, monthly, &mut faults, &mut table).await;
             if monthly.dry_run {
                 let mut out = std::io::stdout().lock();
                 let _ = if table.is_empty() {

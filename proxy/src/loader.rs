@@ -206,10 +206,9 @@ pub async fn load_snapshot(client: &mut Client) -> Result<ConfigSnapshot, LoadEr
     snapshot.keys.reserve(capacity(1));
     let tenants = stream(
         &tx,
+        // The view picks the subscription in force now, as the control API and invoicing do.
         "SELECT t.id, t.slug, t.status, s.plan_id FROM tenants t \
-         LEFT JOIN LATERAL (SELECT plan_id FROM subscriptions \
-             WHERE tenant_id = t.id AND starts_at <= now() AND (ends_at IS NULL OR ends_at > now()) \
-             ORDER BY starts_at DESC LIMIT 1) s ON true",
+         LEFT JOIN current_subscriptions s ON s.tenant_id = t.id",
     )
     .await?;
     futures_util::pin_mut!(tenants);

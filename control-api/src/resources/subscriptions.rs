@@ -75,10 +75,8 @@ pub async fn get(
     let row = client
         .query_opt(
             &format!(
-                "SELECT {COLUMNS} FROM subscriptions s JOIN plans p ON p.id = s.plan_id \
-                 WHERE s.tenant_id = $1 AND s.starts_at <= now() \
-                   AND (s.ends_at IS NULL OR s.ends_at > now()) \
-                 ORDER BY s.starts_at DESC LIMIT 1"
+                "SELECT {COLUMNS} FROM current_subscriptions s JOIN plans p ON p.id = s.plan_id \
+                 WHERE s.tenant_id = $1"
             ),
             &[&tenant_id],
         )
@@ -197,10 +195,7 @@ pub async fn list(
         .query(
             &format!(
                 "SELECT {COLUMNS}, s.id IS NOT DISTINCT FROM ( \
-                     SELECT id FROM subscriptions \
-                      WHERE tenant_id = $1 AND starts_at <= now() \
-                        AND (ends_at IS NULL OR ends_at > now()) \
-                      ORDER BY starts_at DESC LIMIT 1) \
+                     SELECT id FROM current_subscriptions WHERE tenant_id = $1) \
                    FROM subscriptions s JOIN plans p ON p.id = s.plan_id \
                   WHERE s.tenant_id = $1 \
                     AND ($2::timestamptz IS NULL OR (s.starts_at, s.id) < ($2, $3)) \

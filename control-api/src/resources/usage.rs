@@ -267,10 +267,7 @@ pub async fn current(
         .query_opt(
             &format!(
                 "SELECT {} FROM plans WHERE id = ( \
-                   SELECT plan_id FROM subscriptions \
-                    WHERE tenant_id = $1 AND starts_at <= now() \
-                      AND (ends_at IS NULL OR ends_at > now()) \
-                    ORDER BY starts_at DESC LIMIT 1)",
+                   SELECT plan_id FROM current_subscriptions WHERE tenant_id = $1)",
                 plans::COLUMNS
             ),
             &[&tenant_id],
