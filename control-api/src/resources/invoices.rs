@@ -347,20 +347,18 @@ pub async fn document(
             })
             .collect(),
     };
-    // The invoice number, or the random tail of the UUIDv7 (its head is a timestamp that a
-    // month's batch shares).
+    // The random tail of the UUIDv7: its head is a timestamp that a month's batch shares.
     let simple = invoice_id.simple().to_string();
-    let name = invoice.number.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            period_label(invoice.period_start),
-            &simple[simple.len() - 8..]
-        )
-    });
+    let name = format!(
+        "{}-{}",
+        period_label(invoice.period_start),
+        &simple[simple.len() - 8..]
+    );
+    let number = invoice.number.clone().unwrap_or_else(|| name.clone());
     let (content_type, extension, body) = if pdf {
         let bytes = match stored_pdf(&state, invoice_id).await? {
             Some(bytes) => bytes,
-            None => render_invoice_pdf(&document, &name),
+            None => render_invoice_pdf(&document, &number),
         };
         ("application/pdf", "pdf", bytes)
     } else {
