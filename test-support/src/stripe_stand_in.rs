@@ -417,21 +417,20 @@ fn act(
     let endpoint = format!("{method} {path}");
     if *method == Method::POST
         && let Some(key) = idempotency_key
+        && let Some(stored) = state.idempotency.get(key)
     {
-        if let Some(stored) = state.idempotency.get(key) {
-            if stored.endpoint != endpoint || stored.params != params {
-                return Outcome::Respond(
-                    400,
-                    error(
-                        "idempotency_error",
-                        "Keys for idempotent requests can only be used with the same \
-                         parameters they were first used with.",
-                    ),
-                    false,
-                );
-            }
-            return Outcome::Respond(stored.status, stored.body.clone(), true);
+        if stored.endpoint != endpoint || stored.params != params {
+            return Outcome::Respond(
+                400,
+                error(
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same \
+                     parameters they were first used with.",
+                ),
+                false,
+            );
         }
+        return Outcome::Respond(stored.status, stored.body.clone(), true);
     }
     let (status, body) = execute(&mut state, call, segments, params);
     if *method == Method::POST

@@ -267,121 +267,40 @@ fn text_width(value: &str, size: i32, bold: bool) -> i32 {
     i32::try_from(points).unwrap_or(i32::MAX)
 }
 
-/// Advance widths of Helvetica (and Helvetica-Bold where they differ) from Adobe's AFM files.
+/// Advance widths of Helvetica and Helvetica-Bold (regular, bold) from Adobe's AFM files.
 fn glyph_width(c: char, bold: bool) -> u16 {
-    match c {
-        '0'..='9' => 556,
-        ' ' | ',' | '.' | '/' | ':' | ';' | '!' => {
-            if bold && matches!(c, ':' | ';' | '!') {
-                333
-            } else {
-                278
-            }
-        }
-        '-' | '(' | ')' => 333,
-        '#' | '$' | '_' => 556,
-        '%' => 889,
-        '&' => {
-            if bold {
-                722
-            } else {
-                667
-            }
-        }
-        '\'' => {
-            if bold {
-                238
-            } else {
-                191
-            }
-        }
-        '"' => {
-            if bold {
-                474
-            } else {
-                355
-            }
-        }
-        'A' | 'B' | 'K' => {
-            if bold {
-                722
-            } else {
-                667
-            }
-        }
-        'E' | 'P' | 'S' | 'V' | 'X' | 'Y' => 667,
-        'C' | 'D' | 'H' | 'N' | 'R' | 'U' => 722,
-        'F' | 'T' | 'Z' => 611,
-        'G' | 'O' | 'Q' => 778,
-        'I' => 278,
-        'J' => {
-            if bold {
-                556
-            } else {
-                500
-            }
-        }
-        'L' => {
-            if bold {
-                611
-            } else {
-                556
-            }
-        }
-        'M' => 833,
-        'W' => 944,
-        'a' | 'b' | 'd' | 'e' | 'g' | 'h' | 'n' | 'o' | 'p' | 'q' | 'u' => {
-            if bold && matches!(c, 'b' | 'd' | 'g' | 'h' | 'n' | 'o' | 'p' | 'q' | 'u') {
-                611
-            } else {
-                556
-            }
-        }
-        'c' | 'k' | 's' | 'v' | 'x' | 'y' | 'z' => {
-            if bold && matches!(c, 'c' | 'k' | 's' | 'v' | 'x' | 'y') {
-                556
-            } else {
-                500
-            }
-        }
-        'f' | 't' => {
-            if bold {
-                333
-            } else {
-                278
-            }
-        }
-        'i' | 'j' | 'l' => {
-            if bold {
-                278
-            } else {
-                222
-            }
-        }
-        'm' => {
-            if bold {
-                889
-            } else {
-                833
-            }
-        }
-        'r' => {
-            if bold {
-                389
-            } else {
-                333
-            }
-        }
-        'w' => {
-            if bold {
-                778
-            } else {
-                722
-            }
-        }
+    let (regular, bold_width) = match c {
+        '0'..='9' | '#' | '$' | '_' => (556, 556),
+        ' ' | ',' | '.' | '/' => (278, 278),
+        ':' | ';' | '!' => (278, 333),
+        '-' | '(' | ')' => (333, 333),
+        '%' => (889, 889),
+        '&' => (667, 722),
+        '\'' => (191, 238),
+        '"' => (355, 474),
+        'A' | 'B' | 'K' => (667, 722),
+        'E' | 'P' | 'S' | 'V' | 'X' | 'Y' => (667, 667),
+        'C' | 'D' | 'H' | 'N' | 'R' | 'U' => (722, 722),
+        'F' | 'T' | 'Z' => (611, 611),
+        'G' | 'O' | 'Q' => (778, 778),
+        'I' => (278, 278),
+        'J' => (500, 556),
+        'L' => (556, 611),
+        'M' => (833, 833),
+        'W' => (944, 944),
+        'a' | 'e' => (556, 556),
+        'b' | 'd' | 'g' | 'h' | 'n' | 'o' | 'p' | 'q' | 'u' => (556, 611),
+        'c' | 'k' | 's' | 'v' | 'x' | 'y' => (500, 556),
+        'z' => (500, 500),
+        'f' | 't' => (278, 333),
+        'i' | 'j' | 'l' => (222, 278),
+        'm' => (833, 889),
+        'r' => (333, 389),
+        'w' => (722, 778),
         // Wider than most glyphs: a right-aligned value may sit a little left, never overlap.
-        _ => 667,
-    }
+        _ => (667, 667),
+    };
+    if bold { bold_width } else { regular }
 }
 
 #[cfg(test)]
