@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench bench-ingest loadtest fuzz
+.PHONY: up down status services test lint fmt bench bench-ingest bench-invoicing loadtest fuzz
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -42,6 +42,10 @@ bench:
 ## Sustained ingest into PostgreSQL (fsync on), in events/s.
 bench-ingest: services
 	$(CARGO) run --release --locked -p tollgate-metering --example ingest_bench
+
+## `monthly` for 10,000 tenants with a month of hourly usage each (TOLLGATE_BENCH_TENANTS).
+bench-invoicing: services
+	$(CARGO) run --release --locked -p tollgate-invoicing --example monthly_bench
 
 ## Load tests: Tollgate against nginx baselines over several rounds (wrk, oha); results in
 ## loadtest/results/. LOADTEST_SECONDS, LOADTEST_ROUNDS, … (README, "Load tests").

@@ -138,7 +138,7 @@ async fn requests_through_the_proxy_are_billed_exactly_once_on_the_monthly_invoi
     };
     for _ in 0..2 {
         let summary = run_monthly(
-            &mut invoicing,
+            std::slice::from_mut(&mut invoicing),
             &config,
             &mut Faults::default(),
             &mut String::new(),
