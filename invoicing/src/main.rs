@@ -253,7 +253,7 @@ async fn run(config: &Config) -> u8 {
         Run::Monthly(monthly) => {
             let mut clients = vec![client];
             while clients.len() < monthly.workers {
-                match connect(&config).await {
+                match connect(config).await {
                     Ok(client) => clients.push(client),
                     Err(e) => {
                         tracing::error!(error = %e, "Cannot open another PostgreSQL connection.");
