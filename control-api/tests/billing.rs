@@ -176,6 +176,22 @@ async fn the_document_endpoint_serves_the_stored_pdf_and_still_serves_html() {
         .await
         .unwrap();
     assert!(report.complete(), "{report:?}");
+    // The detail shows the step, as operators and tenants see where an invoice is.
+    let (status, detail) = call!(
+        app,
+        authed(
+            TestRequest::get().uri(&format!(
+                "/api/v1/tenants/{}/invoices/{}",
+                h.own.id, h.own.invoice_id
+            )),
+            &token
+        )
+    );
+    assert_eq!(status, 200);
+    let steps = detail["steps"].as_array().unwrap();
+    let document_step = steps.iter().find(|s| s["step"] == "document").unwrap();
+    assert_eq!(document_step["status"], "succeeded");
+    assert_eq!(document_step["attempts"], 1);
     let key: String =
         h.db.client()
             .await

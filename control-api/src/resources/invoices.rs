@@ -94,6 +94,29 @@ pub struct InvoiceDetail {
     pub invoice: InvoiceView,
     /// Its lines, by position.
     pub lines: Vec<InvoiceLineView>,
+    /// Its steps (`draft`, `finalize`, and the delivery steps `stripe`, `email`, `document`):
+    /// where the invoice is and, for a failed step, why. A failed step is retried by the next
+    /// invoicing run.
+    pub steps: Vec<InvoiceStepView>,
+}
+
+/// One step of an invoice.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceStepView {
+    /// Step name.
+    pub step: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Latest attempt.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// When it succeeded.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub succeeded_at: Option<OffsetDateTime>,
 }
 
 /// The list's query string, in a module of its own: utoipa's expansion of a params type
@@ -233,6 +256,23 @@ async fn load(
             &[&invoice_id],
         )
         .await?;
+    let steps = tx
+        .query(
+            "SELECT step, status, attempts, last_error, last_attempt_at, succeeded_at \
+               FROM invoice_steps WHERE invoice_id = $1 ORDER BY first_attempt_at, step",
+            &[&invoice_id],
+        )
+        .await?
+        .iter()
+        .map(|step| InvoiceStepView {
+            step: step.get(0),
+            status: step.get(1),
+            attempts: step.get(2),
+            last_error: step.get(3),
+            last_attempt_at: step.get(4),
+            succeeded_at: step.get(5),
+        })
+        .collect();
     tx.commit().await?;
     let lines = lines
         .iter()
@@ -250,6 +290,7 @@ async fn load(
         InvoiceDetail {
             invoice: view(&row),
             lines,
+            steps,
         },
         row.get(12),
         row.get(13),
