@@ -82,6 +82,7 @@ TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
   TOLLGATE_CONTROL_API_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
   TOLLGATE_CONTROL_API_LISTEN=127.0.0.1:$PORT TOLLGATE_CONTROL_API_ADMIN_LISTEN=127.0.0.1:0 \
   TOLLGATE_CONTROL_API_WORKERS=2 TOLLGATE_UPSTREAM_ALLOW_NETWORKS=127.0.0.1/32 \
+  TOLLGATE_STRIPE_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') \
   "$bin" serve >"$WORK/control-api.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Tollgate's local stack: private PostgreSQL 15, Redis 7 and a Kafka-protocol broker (tansu)
-# on project ports on 127.0.0.1, with data in a directory of this checkout's own.
+# Tollgate's local stack: private PostgreSQL 15, Redis 7, a Kafka-protocol broker (tansu), an
+# SMTP server (aiosmtpd) and an S3-compatible object store (moto) on project ports on
+# 127.0.0.1, with data in a directory of this checkout's own.
 #
 #   scripts/stack.sh services   install what is missing, start the services, write .tollgate/stack.env
 #   scripts/stack.sh up         services + release build + migrate + demo tenant + every service binary
@@ -9,7 +10,7 @@
 #
 # Idempotent: a second `services` or `up` finds everything running and returns quickly.
 # Settings (environment): TOLLGATE_STATE_DIR, TOLLGATE_CACHE_DIR, TOLLGATE_PG_PORT,
-# TOLLGATE_REDIS_PORT, TOLLGATE_KAFKA_PORT.
+# TOLLGATE_REDIS_PORT, TOLLGATE_KAFKA_PORT, TOLLGATE_SMTP_PORT, TOLLGATE_S3_PORT.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -30,6 +31,14 @@ GATEWAY_ADMIN_PORT=${TOLLGATE_GATEWAY_ADMIN_PORT:-58081}
 DEMO_UPSTREAM_PORT=${TOLLGATE_DEMO_UPSTREAM_PORT:-58090}
 CONTROL_API_PORT=${TOLLGATE_CONTROL_API_PORT:-58083}
 CONTROL_API_ADMIN_PORT=${TOLLGATE_CONTROL_API_ADMIN_PORT:-58084}
+SMTP_PORT=${TOLLGATE_SMTP_PORT:-52525}
+S3_PORT=${TOLLGATE_S3_PORT:-59000}
+S3_BUCKET=tollgate-invoices
+# Python servers that speak the real protocols, in venvs cached outside the checkout.
+AIOSMTPD_VERSION=1.4.6
+MOTO_VERSION=5.2.5
+SMTP_VENV="$CACHE_DIR/aiosmtpd-$AIOSMTPD_VERSION"
+S3_VENV="$CACHE_DIR/moto-$MOTO_VERSION"
 PG_BIN=/usr/lib/postgresql/15/bin
 TANSU_VERSION=0.6.0
 # The broker is tansu with our patches (scripts/tansu/*.patch, each explained in its header).
@@ -38,7 +47,9 @@ TANSU_PATCHES=("$ROOT"/scripts/tansu/*.patch)
 TANSU_BUILD_ID="$TANSU_VERSION-tollgate-$(cat "${TANSU_PATCHES[@]}" | sha256sum | cut -c1-10)"
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_BUILD_ID/bin/tansu"
 
-APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl patch)
+# poppler-utils: pdftotext, which the invoicing tests read PDFs with.
+APT_PACKAGES=(postgresql-15 redis-server cmake g++ make perl pkg-config zlib1g-dev libcurl4-openssl-dev curl patch
+  python3-venv poppler-utils)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -107,6 +118,18 @@ for p in json.load(sys.stdin)["packages"]:
     --features dynostore --root "$CACHE_DIR/tansu-$TANSU_BUILD_ID" --target-dir "$work/target" --quiet \
     --config "patch.crates-io.tansu-broker.path='$work/tansu-broker'")
   [ -x "$TANSU_BIN" ] || die "the broker build left no $TANSU_BIN"
+}
+
+# python_venv DIR PACKAGE...: a venv with exactly these packages, installed once (the stamp
+# marks a complete install).
+python_venv() {
+  local venv=$1; shift
+  [ -f "$venv/.installed" ] && return
+  log "installing $* into $venv (pip, once)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$@"
+  touch "$venv/.installed"
 }
 
 ensure_port_free_or_ours() {
@@ -201,6 +224,36 @@ start_kafka() {
   wait_for tansu 20 port_open "$KAFKA_PORT"
 }
 
+start_smtp() {
+  local pidfile="$STATE_DIR/smtp.pid"
+  python_venv "$SMTP_VENV" "aiosmtpd==$AIOSMTPD_VERSION"
+  if pid_alive "$pidfile"; then return; fi
+  ensure_port_free_or_ours "$SMTP_PORT" smtp "$pidfile"
+  log "starting aiosmtpd (SMTP) on 127.0.0.1:$SMTP_PORT"
+  # Each message lands as one file in maildir/new before the server answers 250. aiosmtpd
+  # creates the maildir itself (an existing empty directory makes every DATA fail).
+  setsid "$SMTP_VENV/bin/python" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+    -c aiosmtpd.handlers.Mailbox "$STATE_DIR/maildir" >>"$STATE_DIR/smtp.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  wait_for aiosmtpd 20 port_open "$SMTP_PORT"
+}
+
+start_s3() {
+  local pidfile="$STATE_DIR/s3.pid"
+  python_venv "$S3_VENV" "moto[s3]==$MOTO_VERSION" flask flask-cors
+  if ! pid_alive "$pidfile"; then
+    ensure_port_free_or_ours "$S3_PORT" s3 "$pidfile"
+    log "starting moto (S3) on 127.0.0.1:$S3_PORT"
+    # In memory: objects vanish on restart, which suits tests and local runs.
+    setsid "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >>"$STATE_DIR/s3.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    wait_for moto 30 port_open "$S3_PORT"
+  fi
+  # The local bucket; moto checks no signatures. A second PUT of an owned bucket is harmless.
+  curl -fsS -m 5 -o /dev/null -X PUT "http://127.0.0.1:$S3_PORT/$S3_BUCKET" ||
+    die "could not create the S3 bucket $S3_BUCKET"
+}
+
 write_stack_env() {
   mkdir -p "$ENV_DIR"
   chmod 700 "$ENV_DIR"
@@ -213,7 +266,7 @@ write_stack_env() {
   redis_pw=$(cat "$STATE_DIR/redis-password")
   # Keep what `up` added (demo key, service URLs); replace the connection details.
   local kept=""
-  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR|TANSU_BIN)=' "$STACK_ENV" || true)
+  [ -f "$STACK_ENV" ] && kept=$(grep -vE '^(DATABASE_URL|REDIS_URL|KAFKA_BROKERS|STATE_DIR|TANSU_BIN|SMTP_[A-Z]+|S3_[A-Z]+)=' "$STACK_ENV" || true)
   umask 077
   {
     echo "DATABASE_URL=postgres://tollgate:$pg_pw@127.0.0.1:$PG_PORT/tollgate"
@@ -221,6 +274,11 @@ write_stack_env() {
     echo "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     echo "STATE_DIR=$STATE_DIR"
     echo "TANSU_BIN=$TANSU_BIN"
+    echo "SMTP_HOST=127.0.0.1"
+    echo "SMTP_PORT=$SMTP_PORT"
+    echo "SMTP_MAILDIR=$STATE_DIR/maildir"
+    echo "S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    echo "S3_BUCKET=$S3_BUCKET"
     [ -n "$kept" ] && echo "$kept"
   } >"$STACK_ENV.tmp"
   mv "$STACK_ENV.tmp" "$STACK_ENV"
@@ -242,6 +300,8 @@ cmd_services() {
   start_postgres
   start_redis
   start_kafka
+  start_smtp
+  start_s3
   write_stack_env
   log "services up; connection details in ${STACK_ENV#"$ROOT"/}"
 }
@@ -292,9 +352,13 @@ cmd_up() {
   # gets a generated password, kept across runs while it still works.
   grep -qE '^TOLLGATE_CONTROL_API_JWT_SECRET=' "$SECRETS_ENV" ||
     (umask 077; printf 'TOLLGATE_CONTROL_API_JWT_SECRET=%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$SECRETS_ENV")
-  local jwt_secret admin_email admin_password control_api="127.0.0.1:$CONTROL_API_PORT"
+  # The Stripe webhook signing secret of the local stack (a real deployment takes Stripe's).
+  grep -qE '^TOLLGATE_STRIPE_WEBHOOK_SECRET=' "$SECRETS_ENV" ||
+    (umask 077; printf 'TOLLGATE_STRIPE_WEBHOOK_SECRET=whsec_%s\n' "$(random_secret 32)" >>"$SECRETS_ENV")
+  local jwt_secret webhook_secret admin_email admin_password control_api="127.0.0.1:$CONTROL_API_PORT"
   local control_api_admin="127.0.0.1:$CONTROL_API_ADMIN_PORT"
   jwt_secret=$(grep -E '^TOLLGATE_CONTROL_API_JWT_SECRET=' "$SECRETS_ENV" | cut -d= -f2-)
+  webhook_secret=$(grep -E '^TOLLGATE_STRIPE_WEBHOOK_SECRET=' "$SECRETS_ENV" | cut -d= -f2-)
   admin_email=$(stack_value ADMIN_EMAIL); admin_email=${admin_email:-admin@tollgate.local}
   admin_password=$(TOLLGATE_DATABASE_URL=$db_url TOLLGATE_ADMIN_EMAIL=$admin_email \
     TOLLGATE_ADMIN_PASSWORD=$(stack_value ADMIN_PASSWORD) "$bin/tollgate-control-api" create-admin)
@@ -303,7 +367,7 @@ cmd_up() {
   start_service control-api "http://$control_api/ready" env \
     TOLLGATE_DATABASE_URL="$db_url" TOLLGATE_KEY_PEPPER="$pepper" \
     TOLLGATE_CONTROL_API_JWT_SECRET="$jwt_secret" TOLLGATE_CONTROL_API_KEY_ENV=test \
-    TOLLGATE_UPSTREAM_ALLOW_NETWORKS="$allow_networks" \
+    TOLLGATE_UPSTREAM_ALLOW_NETWORKS="$allow_networks" TOLLGATE_STRIPE_WEBHOOK_SECRET="$webhook_secret" \
     TOLLGATE_CONTROL_API_LISTEN="$control_api" TOLLGATE_CONTROL_API_ADMIN_LISTEN="$control_api_admin" \
     "$bin/tollgate-control-api" serve
   set_stack_value CONTROL_API_URL "http://$control_api"
@@ -320,6 +384,8 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Metering    http://$metering_admin/metrics
   Control API http://$control_api/api/v1   (OpenAPI at /api/v1/openapi.json; admin $admin_email,
               password ADMIN_PASSWORD in stack.env; /metrics at http://$control_api_admin/metrics)
+  SMTP        127.0.0.1:$SMTP_PORT   (messages in $STATE_DIR/maildir/new)
+  S3          http://127.0.0.1:$S3_PORT/$S3_BUCKET
   Logs        $STATE_DIR/run/*.log
 
 Next:
@@ -369,6 +435,10 @@ cmd_status() {
     if [ -n "$db" ] && "$PG_BIN/psql" "$db" -tAc 'SELECT 1' >/dev/null 2>&1; then echo "postgres  up    ${db%%@*}@…" | sed -E 's#:[^:@/]+@#:***@#'; else echo "postgres  DOWN"; ok=1; fi
     if [ -n "$redis" ] && redis-cli -u "$redis" --no-auth-warning ping 2>/dev/null | grep -q PONG; then echo "redis     up"; else echo "redis     DOWN"; ok=1; fi
     if [ -n "$kafka" ] && port_open "${kafka##*:}"; then echo "kafka     up    $kafka"; else echo "kafka     DOWN"; ok=1; fi
+    local smtp_port s3_url
+    smtp_port=$(stack_value SMTP_PORT); s3_url=$(stack_value S3_ENDPOINT)
+    if [ -n "$smtp_port" ] && port_open "$smtp_port"; then echo "smtp      up    127.0.0.1:$smtp_port"; else echo "smtp      DOWN"; ok=1; fi
+    if [ -n "$s3_url" ] && curl -fsS -m 5 -o /dev/null "$s3_url/$(stack_value S3_BUCKET)"; then echo "s3        up    $s3_url"; else echo "s3        DOWN"; ok=1; fi
     # Every HTTP URL the stack file names (services add theirs as they land) must answer.
     while IFS='=' read -r key value; do
       case $key in *_URL) ;; *) continue ;; esac
@@ -389,7 +459,7 @@ cmd_status() {
 }
 
 cmd_down() {
-  for pidfile in "$STATE_DIR"/run/*.pid "$STATE_DIR/tansu.pid"; do
+  for pidfile in "$STATE_DIR"/run/*.pid "$STATE_DIR/tansu.pid" "$STATE_DIR/smtp.pid" "$STATE_DIR/s3.pid"; do
     [ -f "$pidfile" ] && stop_pidfile "$pidfile"
   done
   if pid_alive "$STATE_DIR/redis.pid"; then

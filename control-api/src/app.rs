@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::ops;
 use crate::resources::{
     api_keys, audit_log, invoices, jwt_issuers, plans, routes as tenant_routes, subscriptions,
-    tenants, usage, users,
+    tenants, usage, users, webhooks,
 };
 use crate::state::AppState;
 
@@ -115,6 +115,12 @@ fn routes() -> Vec<(Endpoint, Route)> {
             "/api/v1/tenants/{tenant_id}",
             Auth,
             web::get().to(tenants::get),
+        ),
+        entry(
+            Method::PATCH,
+            "/api/v1/tenants/{tenant_id}",
+            Auth,
+            web::patch().to(tenants::update),
         ),
         entry(
             Method::POST,
@@ -319,6 +325,13 @@ fn routes() -> Vec<(Endpoint, Route)> {
             "/api/v1/audit-log",
             Auth,
             web::get().to(audit_log::list),
+        ),
+        // Called by Stripe: authenticated by the event's signature, not a token.
+        entry(
+            Method::POST,
+            "/api/v1/webhooks/stripe",
+            Public,
+            web::post().to(webhooks::stripe),
         ),
     ]
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tollgate_core::{KeyEnv, KeyPepper, UpstreamPolicy};
 
 use crate::error::ApiError;
+pub use crate::resources::webhooks::WebhookSecret;
 
 /// Environment variable holding the token-signing secret.
 pub const ENV_JWT_SECRET: &str = "TOLLGATE_CONTROL_API_JWT_SECRET";
@@ -160,6 +161,12 @@ pub struct ServiceConfig {
     pub max_body_bytes: usize,
     /// Internal networks route upstreams may name (none by default).
     pub upstream_policy: UpstreamPolicy,
+    /// Stripe's webhook signing secret; without it the webhook endpoint answers 503.
+    pub stripe_webhook_secret: Option<WebhookSecret>,
+    /// How old (or early) a webhook signature's timestamp may be.
+    pub stripe_webhook_tolerance: Duration,
+    /// The invoice document store (`TOLLGATE_S3_*`), to serve stored PDFs.
+    pub documents: Option<tollgate_invoicing::delivery::DocumentStore>,
 }
 
 impl ServiceConfig {
@@ -175,6 +182,9 @@ impl ServiceConfig {
             refresh_token_ttl: Duration::from_secs(12 * 60 * 60),
             max_body_bytes: 64 * 1024,
             upstream_policy: UpstreamPolicy::strict(),
+            stripe_webhook_secret: None,
+            stripe_webhook_tolerance: crate::resources::webhooks::DEFAULT_TOLERANCE,
+            documents: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod billing_metrics;
 pub mod body;
 pub mod config;
 pub mod dashboard;

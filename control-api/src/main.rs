@@ -13,10 +13,12 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tollgate_control_api::config::{
-    CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, parse_key_env,
+    CorsOrigins, ENV_CORS_ORIGINS, ENV_JWT_SECRET, ENV_KEY_ENV, JwtSecret, WebhookSecret,
+    parse_key_env,
 };
 use tollgate_control_api::ops;
 use tollgate_control_api::pool::{self, PoolSettings};
+use tollgate_control_api::resources::webhooks::ENV_STRIPE_WEBHOOK_SECRET;
 use tollgate_control_api::{AppState, ServiceConfig, build_app};
 use tollgate_core::{KeyPepper, UpstreamPolicy};
 
@@ -68,6 +70,9 @@ struct ServeArgs {
     /// Most PostgreSQL connections.
     #[arg(long, env = "TOLLGATE_CONTROL_API_DB_CONNECTIONS", default_value_t = 8)]
     db_connections: usize,
+    /// Stripe's webhook signing secret (`whsec_…`); unset, the webhook endpoint answers 503.
+    #[arg(long, env = ENV_STRIPE_WEBHOOK_SECRET, hide_env_values = true)]
+    stripe_webhook_secret: Option<String>,
     /// HTTP worker threads.
     #[arg(long, env = "TOLLGATE_CONTROL_API_WORKERS", default_value_t = 2)]
     workers: usize,
@@ -201,6 +206,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.cors_origins = CorsOrigins::parse(&args.cors_origins)?;
     config.key_env = parse_key_env(&args.key_env)?;
     config.upstream_policy = UpstreamPolicy::parse(&args.upstream_allow_networks)?;
+    config.stripe_webhook_secret = args
+        .stripe_webhook_secret
+        .as_deref()
+        .map(WebhookSecret::parse)
+        .transpose()?;
+    // The same TOLLGATE_S3_* settings the invoicing job stores documents with.
+    config.documents =
+        tollgate_invoicing::delivery::settings::document_store_from(|k| std::env::var(k).ok())?;
     let cors_origins = config.cors_origins.clone();
     let pool = pool::build(
         &args.database_url,
@@ -210,7 +223,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..PoolSettings::default()
         },
     )?;
-    let state = actix_web::web::Data::new(AppState::new(config, pool)?);
+    let state = actix_web::web::Data::new(AppState::new(config, pool.clone())?);
+    tollgate_control_api::billing_metrics::spawn_refresher(state.metrics.clone(), pool);
     let admin_state = state.clone();
     let server = actix_web::HttpServer::new(move || build_app(state.clone(), cors_origins.clone()))
         .workers(args.workers.max(1))

@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tollgate_core::metrics_exposition::{self, Exposition};
 
+use crate::billing_metrics::BillingMetrics;
+
 /// Labels of a served request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -27,6 +29,8 @@ pub struct LoginLabels {
 #[derive(Debug)]
 pub struct ApiMetrics {
     registry: Registry,
+    /// Billing gauges, read from the database by a refresher task.
+    pub billing: BillingMetrics,
     /// Requests served.
     pub requests: Family<RequestLabels, Counter>,
     /// Login attempts by outcome.
@@ -36,7 +40,9 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tollgate_control_api");
+        let mut root = Registry::default();
+        let billing = BillingMetrics::register(&mut root);
+        let registry = root.sub_registry_with_prefix("tollgate_control_api");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests served", requests.clone());
         let logins = Family::<LoginLabels, Counter>::default();
@@ -46,7 +52,8 @@ impl ApiMetrics {
             logins.clone(),
         );
         Self {
-            registry,
+            registry: root,
+            billing,
             requests,
             logins,
         }

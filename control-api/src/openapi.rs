@@ -7,7 +7,8 @@ use utoipa::{Modify, OpenApi};
 use crate::auth::endpoints as auth;
 use crate::auth::session_cookie;
 use crate::resources::{
-    api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage, users,
+    api_keys, audit_log, invoices, jwt_issuers, plans, routes, subscriptions, tenants, usage,
+    users, webhooks,
 };
 
 /// The control API's OpenAPI document.
@@ -22,7 +23,7 @@ use crate::resources::{
         auth::login, auth::refresh, auth::me,
         session_cookie::create, session_cookie::refresh, session_cookie::logout,
         auth::logout, auth::change_password,
-        tenants::list, tenants::create, tenants::get, tenants::suspend, tenants::reactivate,
+        tenants::list, tenants::create, tenants::get, tenants::update, tenants::suspend, tenants::reactivate,
         api_keys::list, api_keys::create, api_keys::get, api_keys::revoke, api_keys::rotate,
         users::list, users::create, users::get, users::disable,
         routes::list, routes::create, routes::get, routes::update, routes::delete,
@@ -32,6 +33,7 @@ use crate::resources::{
         usage::series, usage::current,
         invoices::list, invoices::upcoming, invoices::get, invoices::document,
         audit_log::list,
+        webhooks::stripe,
     ),
     modifiers(&BearerAuth),
 )]

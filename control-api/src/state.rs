@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tollgate_core::{KeyEnv, KeyPepper, UpstreamPolicy};
+use tollgate_invoicing::delivery::DocumentStore;
 
 use crate::auth::password;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::TokenSigner;
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, WebhookSecret};
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 
@@ -35,6 +36,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Which internal networks route upstreams may name.
     pub upstream_policy: UpstreamPolicy,
+    /// Verifies Stripe's webhook signatures; `None`: webhooks are not configured.
+    pub stripe_webhook_secret: Option<WebhookSecret>,
+    /// The signature timestamp's tolerance window.
+    pub stripe_webhook_tolerance: std::time::Duration,
+    /// Where the invoicing job stores invoice PDFs; `None`: PDFs are rendered on request.
+    pub documents: Option<DocumentStore>,
 }
 
 impl AppState {
@@ -55,6 +62,9 @@ impl AppState {
             dummy_password_hash,
             max_body_bytes: config.max_body_bytes,
             upstream_policy: config.upstream_policy,
+            stripe_webhook_secret: config.stripe_webhook_secret,
+            stripe_webhook_tolerance: config.stripe_webhook_tolerance,
+            documents: config.documents,
         })
     }
 }

@@ -47,6 +47,11 @@ fn expectation(method: &Method, path: &str) -> Option<Expectation> {
             || json!({ "slug": format!("new-{}", uuid::Uuid::now_v7().simple()), "name": "New" }),
         ),
         ("GET", "/api/v1/tenants/{tenant_id}") => e(reads, foreign_reads, no_body),
+        ("PATCH", "/api/v1/tenants/{tenant_id}") => e(
+            [200, 200, 403],
+            [200, 404, 404],
+            || json!({ "billing_email": "billing@example.com" }),
+        ),
         (
             "POST",
             "/api/v1/tenants/{tenant_id}/suspend" | "/api/v1/tenants/{tenant_id}/reactivate",
@@ -200,6 +205,7 @@ async fn every_endpoint_has_an_isolation_entry_and_answers_as_expected() {
             "/api/v1/auth/session",
             "/api/v1/auth/session/logout",
             "/api/v1/auth/session/refresh",
+            "/api/v1/webhooks/stripe"
         ])
     );
 

@@ -18,6 +18,8 @@ use crate::money::Money;
 pub struct InvoiceDocument {
     /// Invoice id.
     pub invoice_id: Uuid,
+    /// The invoice number (`TG-2026-000042`), once finalized.
+    pub number: Option<String>,
     /// The billed tenant's display name.
     pub tenant_name: String,
     /// The billed tenant's slug.
@@ -132,12 +134,17 @@ pub fn render_invoice_html(invoice: &InvoiceDocument) -> String {
          th,td{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left}}\n\
          td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}\n\
          tfoot td{{font-weight:bold;border-bottom:none}}\n\
-         </style>\n</head>\n<body>\n<h1>Invoice</h1>\n<dl>\n\
+         </style>\n</head>\n<body>\n<h1>Invoice{heading}</h1>\n<dl>\n\
          <dt>Invoice</dt><dd>{id}</dd>\n\
          <dt>Customer</dt><dd>{tenant} ({slug})</dd>\n\
          <dt>Period</dt><dd>{start} to {end} (exclusive)</dd>\n\
          <dt>Status</dt><dd>{status}</dd>\n",
         title = e(&title),
+        heading = invoice
+            .number
+            .as_deref()
+            .map(|n| format!(" {}", e(n)))
+            .unwrap_or_default(),
         id = e(&invoice.invoice_id.to_string()),
         tenant = e(&invoice.tenant_name),
         slug = e(&invoice.tenant_slug),
@@ -198,6 +205,7 @@ mod tests {
     fn document() -> InvoiceDocument {
         InvoiceDocument {
             invoice_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
+            number: Some("TG-2026-000042".into()),
             tenant_name: "Acme & Sons".into(),
             tenant_slug: "acme".into(),
             period_start: datetime!(2026-10-01 00:00 UTC),
@@ -267,6 +275,7 @@ mod tests {
         assert!(html.contains("<td class=\"num\">2500000</td><td class=\"num\">0.0004</td>"));
         assert!(html.contains("2026-10-01 00:00 UTC to 2026-11-01 00:00 UTC"));
         assert!(html.contains("<title>Invoice 2026-10 for Acme &amp; Sons</title>"));
+        assert!(html.contains("<h1>Invoice TG-2026-000042</h1>"));
         assert_eq!(html, render_invoice_html(&document()));
         assert_eq!(period_label(document().period_start), "2026-10");
     }

@@ -4,9 +4,12 @@
 //! - rating: pure, in [`tollgate_core::rating`], shared with the control API's upcoming invoice.
 //! - [`store`]: the invoice state machine: drafts, gapless numbers, step records.
 //! - [`job`]: the monthly run: which tenants, one invoice per tenant and period, progress.
+//! - [`delivery`]: finalized invoices to Stripe, by email and into the object store, each a
+//!   resumable step recorded in the store's step records.
 //! - [`config`]: the validated configuration the binary builds from its command line.
 
 pub mod config;
+pub mod delivery;
 pub mod job;
 pub mod rollup;
 pub mod store;

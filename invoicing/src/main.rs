@@ -4,6 +4,10 @@
 //! (database unreachable, a transaction lost a race); 65 (`EX_DATAERR`) some tenants could not
 //! be rated from their data (a retry will not help; the log names them); 78 (`EX_CONFIG`) bad
 //! configuration. Logs are JSON on stderr; `--dry-run`'s table goes to stdout.
+//!
+//! After either job, finalized invoices are delivered (Stripe, email, documents) by the
+//! channels configured with `TOLLGATE_STRIPE_*`, `TOLLGATE_SMTP_*` and `TOLLGATE_S3_*`; a
+//! failed step is recorded on its invoice and retried by the next run.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -15,7 +19,12 @@ use tollgate_invoicing::config::{
     Command as Run, CommandSettings, Config, ENV_CORRECTION_LOOKBACK_MONTHS, ENV_DATABASE_URL,
     ENV_LOOKBACK_HOURS, ENV_TEST_FAULT, ENV_WORKERS, Settings,
 };
+use tollgate_invoicing::delivery::Deliverer;
+use tollgate_invoicing::delivery::settings::deliverer_from;
 use tollgate_invoicing::job::{self, Faults};
+
+/// Most invoices one run delivers (oldest first); the next run takes the rest.
+const DELIVERY_BATCH: i64 = 10_000;
 
 /// Done.
 const EXIT_OK: u8 = 0;
@@ -112,6 +121,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Delivery channels (Stripe, SMTP, S3) from their TOLLGATE_* settings; none set, none run.
+    let deliverer = match deliverer_from(|key| std::env::var(key).ok()) {
+        Ok(deliverer) => deliverer,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if check_only {
         eprintln!("configuration is valid");
         return ExitCode::from(EXIT_OK);
@@ -135,7 +152,50 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_RETRYABLE);
         }
     };
-    ExitCode::from(runtime.block_on(run(config)))
+    ExitCode::from(runtime.block_on(async {
+        let code = run(&config).await;
+        if code == EXIT_OK && !is_dry_run(&config) {
+            deliver(&config, &deliverer).await
+        } else {
+            code
+        }
+    }))
+}
+
+fn is_dry_run(config: &Config) -> bool {
+    matches!(&config.command, Run::Monthly(monthly) if monthly.dry_run)
+}
+
+/// After either job: every finalized invoice with a delivery step still to do (new invoices,
+/// and steps that failed before, so the hourly run retries them within the hour). A failed
+/// step is recorded on its invoice (and counted by `billing_invoice_steps_failed`); only a
+/// database failure changes the exit code.
+async fn deliver(config: &Config, deliverer: &Deliverer) -> u8 {
+    if deliverer.steps().is_empty() {
+        return EXIT_OK;
+    }
+    let client = match connect(config).await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot reach PostgreSQL; a retry may succeed.");
+            return EXIT_RETRYABLE;
+        }
+    };
+    match deliverer.deliver_pending(&client, DELIVERY_BATCH).await {
+        Ok(summary) => {
+            tracing::info!(
+                invoices = summary.invoices,
+                steps_done = summary.steps_done,
+                steps_failed = summary.steps_failed,
+                "Delivery finished."
+            );
+            EXIT_OK
+        }
+        Err(error) => {
+            tracing::error!(%error, "Delivery stopped.");
+            EXIT_RETRYABLE
+        }
+    }
 }
 
 async fn connect(config: &Config) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -155,8 +215,8 @@ async fn connect(config: &Config) -> Result<tokio_postgres::Client, tokio_postgr
     Ok(client)
 }
 
-async fn run(config: Config) -> u8 {
-    let mut client = match connect(&config).await {
+async fn run(config: &Config) -> u8 {
+    let mut client = match connect(config).await {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "Cannot reach PostgreSQL; a retry may succeed.");
@@ -193,7 +253,7 @@ async fn run(config: Config) -> u8 {
         Run::Monthly(monthly) => {
             let mut clients = vec![client];
             while clients.len() < monthly.workers {
-                match connect(&config).await {
+                match connect(config).await {
                     Ok(client) => clients.push(client),
                     Err(e) => {
                         tracing::error!(error = %e, "Cannot open another PostgreSQL connection.");

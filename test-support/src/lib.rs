@@ -5,7 +5,8 @@
 //! and consumer group id ([`TestTopic`]), and a Redis key prefix ([`TestRedis`]). Each is
 //! dropped (best effort) when its guard goes out of scope, panicking tests included.
 //! [`FaultyLink`] gives one client a real outage of a shared service; [`promtool`] lints a
-//! `/metrics` exposition.
+//! `/metrics` exposition; [`stripe_stand_in::StripeStandIn`] is a stateful Stripe for the
+//! invoicing tests.
 //!
 //! Setup failures panic with a message saying what to run: in a test, a failed setup is a
 //! failed test.
@@ -18,6 +19,7 @@ pub mod private;
 pub mod promtool;
 mod redis_prefix;
 mod stack;
+pub mod stripe_stand_in;
 mod tcp_fault;
 pub mod usage_topic;
 

@@ -11,6 +11,7 @@ use tollgate_core::invoice_document::{
     InvoiceDocument, InvoiceDocumentLine, period_label, render_invoice_html,
 };
 use tollgate_core::{Currency, Money};
+use tollgate_invoicing::delivery::pdf::render_invoice_pdf;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -93,6 +94,29 @@ pub struct InvoiceDetail {
     pub invoice: InvoiceView,
     /// Its lines, by position.
     pub lines: Vec<InvoiceLineView>,
+    /// Its steps (`draft`, `finalize`, and the delivery steps `stripe`, `email`, `document`):
+    /// where the invoice is and, for a failed step, why. A failed step is retried by the next
+    /// invoicing run.
+    pub steps: Vec<InvoiceStepView>,
+}
+
+/// One step of an invoice.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceStepView {
+    /// Step name.
+    pub step: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Latest attempt.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// When it succeeded.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub succeeded_at: Option<OffsetDateTime>,
 }
 
 /// The list's query string, in a module of its own: utoipa's expansion of a params type
@@ -232,6 +256,23 @@ async fn load(
             &[&invoice_id],
         )
         .await?;
+    let steps = tx
+        .query(
+            "SELECT step, status, attempts, last_error, last_attempt_at, succeeded_at \
+               FROM invoice_steps WHERE invoice_id = $1 ORDER BY first_attempt_at, step",
+            &[&invoice_id],
+        )
+        .await?
+        .iter()
+        .map(|step| InvoiceStepView {
+            step: step.get(0),
+            status: step.get(1),
+            attempts: step.get(2),
+            last_error: step.get(3),
+            last_attempt_at: step.get(4),
+            succeeded_at: step.get(5),
+        })
+        .collect();
     tx.commit().await?;
     let lines = lines
         .iter()
@@ -249,6 +290,7 @@ async fn load(
         InvoiceDetail {
             invoice: view(&row),
             lines,
+            steps,
         },
         row.get(12),
         row.get(13),
@@ -272,22 +314,45 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(detail))
 }
 
-/// The invoice as a self-contained HTML document, for download.
+/// The document's query string (its own module, as for the list).
+mod document_query {
+    use serde::Deserialize;
+    use utoipa::IntoParams;
+
+    /// Query parameters of the document download.
+    #[derive(Debug, Default, Deserialize, IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct DocumentQuery {
+        /// `html` (default) or `pdf`.
+        pub format: Option<String>,
+    }
+}
+
+pub use document_query::DocumentQuery;
+
+/// The invoice as a self-contained document for download: HTML, or the PDF (the copy the
+/// delivery step stored and emailed, or the same rendering when it has not run yet).
 #[utoipa::path(get, operation_id = "getInvoiceDocument", path = "/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/document",
     tag = "invoices", security(("bearer" = [])),
     params(("tenant_id" = Uuid, Path, description = "Tenant id"),
-        ("invoice_id" = Uuid, Path, description = "Invoice id")),
+        ("invoice_id" = Uuid, Path, description = "Invoice id"), DocumentQuery),
     responses((status = 200, description = "The document, as an attachment",
-            content_type = "text/html; charset=utf-8", body = String),
+            content((String = "text/html; charset=utf-8"), (String = "application/pdf"))),
         (status = 409, description = "`invoice_not_finalized`: a draft has no document", body = ErrorBody),
         (status = "4XX", body = ErrorBody)))]
 pub async fn document(
     principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<DocumentQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, invoice_id) = path.into_inner();
     principal.require_reader_of(tenant_id)?;
+    let pdf = match query.format.as_deref() {
+        None | Some("html") => false,
+        Some("pdf") => true,
+        Some(_) => return Err(ApiError::invalid("format", "must be html or pdf")),
+    };
     let (detail, tenant_name, tenant_slug) = load(&state, tenant_id, invoice_id).await?;
     let invoice = detail.invoice;
     if invoice.status == "draft" {
@@ -300,8 +365,9 @@ pub async fn document(
     let currency = Currency::from_code(&invoice.currency)
         .map_err(|e| ApiError::Internal(format!("invoice {invoice_id}: {e}")))?;
     let money = |minor| Money::from_minor(minor, currency);
-    let html = render_invoice_html(&InvoiceDocument {
+    let document = InvoiceDocument {
         invoice_id,
+        number: invoice.number.clone(),
         tenant_name,
         tenant_slug,
         period_start: invoice.period_start,
@@ -321,21 +387,57 @@ pub async fn document(
                 amount: money(line.amount_minor),
             })
             .collect(),
-    });
+    };
     // The random tail of the UUIDv7: its head is a timestamp that a month's batch shares.
     let simple = invoice_id.simple().to_string();
-    let short_id = &simple[simple.len() - 8..];
-    let filename = format!(
-        "invoice-{}-{short_id}.html",
-        period_label(invoice.period_start)
+    let name = format!(
+        "{}-{}",
+        period_label(invoice.period_start),
+        &simple[simple.len() - 8..]
     );
+    let number = invoice.number.clone().unwrap_or_else(|| name.clone());
+    let (content_type, extension, body) = if pdf {
+        let bytes = match stored_pdf(&state, invoice_id).await? {
+            Some(bytes) => bytes,
+            None => render_invoice_pdf(&document, &number),
+        };
+        ("application/pdf", "pdf", bytes)
+    } else {
+        (
+            "text/html; charset=utf-8",
+            "html",
+            render_invoice_html(&document).into_bytes(),
+        )
+    };
     Ok(HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((CONTENT_TYPE, content_type))
         .insert_header((
             CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
+            format!("attachment; filename=\"invoice-{name}.{extension}\""),
         ))
-        .body(html))
+        .body(body))
+}
+
+/// The PDF the document step stored, when there is a store and the step has run.
+async fn stored_pdf(state: &AppState, invoice_id: Uuid) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(store) = &state.documents else {
+        return Ok(None);
+    };
+    let client = state.pool.get().await?;
+    let key: Option<String> = client
+        .query_opt(
+            "SELECT document_key FROM invoices WHERE id = $1",
+            &[&invoice_id],
+        )
+        .await?
+        .and_then(|row| row.get(0));
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    store.get(&key).await.map_err(|e| {
+        tracing::warn!(%invoice_id, error = %e, "Stored invoice PDF unavailable.");
+        ApiError::Unavailable
+    })
 }
 
 /// One line of the upcoming invoice.

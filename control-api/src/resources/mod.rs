@@ -16,3 +16,4 @@ pub mod tenants;
 pub mod usage;
 pub mod usage_range;
 pub mod users;
+pub mod webhooks;

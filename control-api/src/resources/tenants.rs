@@ -29,6 +29,10 @@ pub struct Tenant {
     pub name: String,
     /// `active` or `suspended`.
     pub status: String,
+    /// Where invoices are emailed; `null`: no invoice email is sent.
+    pub billing_email: Option<String>,
+    /// How Stripe collects its invoices: `charge_automatically` or `send_invoice`.
+    pub collection_method: String,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -47,9 +51,43 @@ pub struct CreateTenant {
     /// 1 to 200 characters.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    /// Where invoices are emailed.
+    #[serde(default)]
+    pub billing_email: Option<String>,
+    /// `charge_automatically` (default) or `send_invoice`.
+    #[serde(default)]
+    pub collection_method: Option<String>,
 }
 
-const COLUMNS: &str = "id, slug, name, status, created_at, updated_at";
+/// Changes to a tenant's billing details; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// Where invoices are emailed; `null` stops invoice email.
+    #[serde(default, deserialize_with = "validate::nullable")]
+    #[schema(value_type = Option<String>)]
+    pub billing_email: Option<Option<String>>,
+    /// `charge_automatically` or `send_invoice` (platform admins only).
+    #[serde(default)]
+    pub collection_method: Option<String>,
+}
+
+/// Stripe's collection methods.
+const COLLECTION_METHODS: &[&str] = &["charge_automatically", "send_invoice"];
+
+fn collection_method(value: &str) -> Result<String, ApiError> {
+    if COLLECTION_METHODS.contains(&value) {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::invalid(
+            "collection_method",
+            "must be charge_automatically or send_invoice",
+        ))
+    }
+}
+
+const COLUMNS: &str =
+    "id, slug, name, status, created_at, updated_at, billing_email, collection_method";
 
 fn tenant(row: &Row) -> Tenant {
     Tenant {
@@ -59,6 +97,8 @@ fn tenant(row: &Row) -> Tenant {
         status: row.get(3),
         created_at: row.get(4),
         updated_at: row.get(5),
+        billing_email: row.get(6),
+        collection_method: row.get(7),
     }
 }
 
@@ -105,15 +145,26 @@ pub async fn create(
     principal.require_platform_admin()?;
     let slug = validate::slug("slug", &body.slug)?;
     let name = validate::required_text("name", &body.name, 200)?;
+    let billing_email = body
+        .billing_email
+        .as_deref()
+        .map(|email| validate::email("billing_email", email))
+        .transpose()?;
+    let method = collection_method(
+        body.collection_method
+            .as_deref()
+            .unwrap_or("charge_automatically"),
+    )?;
     let id = Uuid::now_v7();
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let row = tx
         .query_one(
             &format!(
-                "INSERT INTO tenants (id, slug, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+                "INSERT INTO tenants (id, slug, name, billing_email, collection_method) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
             ),
-            &[&id, &slug, &name],
+            &[&id, &slug, &name, &billing_email, &method],
         )
         .await
         .map_err(|e| {
@@ -163,6 +214,71 @@ pub async fn get(
         )
         .await?
         .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(tenant(&row)))
+}
+
+/// Changes a tenant's billing details (platform admin, or the tenant's admins for the billing
+/// email; the collection method is a commercial term only platform admins change).
+#[utoipa::path(patch, operation_id = "updateTenant", path = "/api/v1/tenants/{tenant_id}", tag = "tenants",
+    security(("bearer" = [])), params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    request_body = UpdateTenant,
+    responses((status = 200, body = Tenant), (status = "4XX", body = ErrorBody)))]
+pub async fn update(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<Uuid>,
+    JsonBody(body): JsonBody<UpdateTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = path.into_inner();
+    principal.require_admin_of(tenant_id)?;
+    let method = body
+        .collection_method
+        .as_deref()
+        .map(collection_method)
+        .transpose()?;
+    if method.is_some() {
+        principal.require_platform_admin()?;
+    }
+    let email = body
+        .billing_email
+        .map(|email| {
+            email
+                .map(|email| validate::email("billing_email", &email))
+                .transpose()
+        })
+        .transpose()?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!(
+                "UPDATE tenants SET \
+                   billing_email = CASE WHEN $2 THEN $3 ELSE billing_email END, \
+                   collection_method = COALESCE($4, collection_method), updated_at = now() \
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[
+                &tenant_id,
+                &email.is_some(),
+                &email.clone().flatten(),
+                &method,
+            ],
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    audit::record(
+        &tx,
+        &principal,
+        AuditEntry {
+            tenant_id: Some(tenant_id),
+            action: "tenant.update",
+            resource_type: "tenant",
+            resource_id: &tenant_id.to_string(),
+            details: json!({ "billing_email": email, "collection_method": method }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
     Ok(HttpResponse::Ok().json(tenant(&row)))
 }
 

@@ -46,15 +46,20 @@ impl Harness {
     }
 
     pub async fn with_throttle(throttle: ThrottlePolicy) -> Self {
+        Self::with_config(|config| config.throttle = throttle).await
+    }
+
+    /// A harness whose service configuration `adjust` changes from the test defaults.
+    pub async fn with_config(adjust: impl FnOnce(&mut ServiceConfig)) -> Self {
         let db = TestDb::new().await;
         let mut config = ServiceConfig::new(
             JwtSecret::parse(&"cd".repeat(32)).unwrap(),
             KeyPepper::from_hex(PEPPER_HEX).unwrap(),
         );
-        config.throttle = throttle;
         config.max_body_bytes = 16 * 1024;
         // The fixtures' routes point at loopback, which is refused unless allowed.
         config.upstream_policy = UpstreamPolicy::parse("127.0.0.1/32").unwrap();
+        adjust(&mut config);
         let pool = pool::build(db.url(), "database", PoolSettings::default()).unwrap();
         let state = web::Data::new(AppState::new(config, pool).unwrap());
         let client = db.client().await;
