@@ -295,7 +295,9 @@ async fn billing_gauges_count_invoices_revenue_and_failed_steps() {
     let metrics = &h.state.metrics;
     metrics.observe_request("GET", 200);
     metrics.billing.refresh(&client).await.unwrap();
-    let text = metrics.render().unwrap();
+    let text = metrics
+        .render(tollgate_core::metrics_exposition::Exposition::PrometheusText)
+        .unwrap();
     assert!(
         text.contains("billing_invoices{status=\"finalized\"} 3"),
         "{text}"
@@ -333,6 +335,8 @@ async fn billing_gauges_count_invoices_revenue_and_failed_steps() {
         .await
         .unwrap();
     metrics.billing.refresh(&client).await.unwrap();
-    let text = metrics.render().unwrap();
+    let text = metrics
+        .render(tollgate_core::metrics_exposition::Exposition::PrometheusText)
+        .unwrap();
     assert!(!text.contains("billing_invoice_steps_failed{"), "{text}");
 }

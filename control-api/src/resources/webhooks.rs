@@ -181,6 +181,7 @@ pub async fn stripe(
                 code: "webhooks_not_configured".into(),
                 message: format!("{ENV_STRIPE_WEBHOOK_SECRET} is not set"),
                 field: None,
+                retry_after_secs: None,
             },
         }));
     };
