@@ -449,7 +449,8 @@ async fn a_consumer_left_without_partitions_is_not_ready_and_says_why() {
         "{reason}"
     );
     assert!(holder.ready(), "{:?}", holder.not_ready_reason());
-    let rendered = idle_metrics.render(tollgate_core::metrics_exposition::Exposition::PrometheusText);
+    let rendered =
+        idle_metrics.render(tollgate_core::metrics_exposition::Exposition::PrometheusText);
     assert!(
         rendered.contains("metering_assigned_partitions 0"),
         "{rendered}"

@@ -171,7 +171,9 @@ async fn tenants_sharing_an_issuer_are_told_apart_by_key_and_a_copied_key_wins_n
     // One identity provider, two customers of it, each with its own key.
     insert_issuer(&client, acme, "https://idp.shared", "RS256", RSA_PUBLIC_PEM).await;
     insert_issuer(&client, globex, "https://idp.shared", "HS256", HS256_SECRET).await;
-    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed()).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap();
     let hmac = EncodingKey::from_secret(HS256_SECRET.as_bytes());
     let now = OffsetDateTime::now_utc();
@@ -197,7 +199,9 @@ async fn tenants_sharing_an_issuer_are_told_apart_by_key_and_a_copied_key_wins_n
         RSA_PUBLIC_PEM,
     )
     .await;
-    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed()).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     assert_eq!(
         snapshot.authenticate_jwt(&acme_token, now).unwrap_err(),
         JwtRejection::AlgorithmNotAllowed
@@ -225,7 +229,9 @@ async fn a_token_without_exp_is_told_so() {
     let mut client = db.client().await;
     let tenant = insert_tenant(&client, "acme").await;
     insert_issuer(&client, tenant, "https://idp.acme", "HS256", HS256_SECRET).await;
-    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed()).await.unwrap();
+    let snapshot = tollgate_proxy::load_snapshot(&mut client, &loopback_allowed())
+        .await
+        .unwrap();
     let claims = json!({ "iss": "https://idp.acme", "aud": "orders-api", "sub": "user-7" });
     let forever = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -4,8 +4,8 @@
 pub mod endpoints;
 pub mod password;
 pub mod principal;
-pub mod session_cookie;
 pub mod session;
+pub mod session_cookie;
 pub mod throttle;
 pub mod token;
 
