@@ -38,6 +38,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Ends the caller's session: its access and refresh tokens stop working at once. */
+        post: operations["logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/refresh": {
         parameters: {
             query?: never;
@@ -47,7 +64,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchanges a refresh token for a new token pair; a disabled user or suspended tenant cannot. */
+        /**
+         * Exchanges a refresh token for a new token pair, once: the token is retired, and
+         *     presenting a retired one again ends its session. A disabled user or suspended tenant
+         *     cannot refresh.
+         */
         post: operations["refreshToken"];
         delete?: never;
         options?: never;
@@ -82,8 +103,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Ends the browser session: clears the refresh cookie. The access token still works until
-         *     it expires (at most 15 minutes); the dashboard forgets it.
+         * Ends the browser session: the server-side session ends (so its access token stops
+         *     working at once, like `/auth/logout`) and the refresh cookie is cleared.
          */
         post: operations["deleteSession"];
         delete?: never;
@@ -126,6 +147,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Changes the caller's password; every other session of theirs ends, this one continues. */
+        post: operations["changePassword"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/plans": {
         parameters: {
             query?: never;
@@ -151,7 +189,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One plan. */
+        /**
+         * One plan. Tenant users may read the plans their tenant is or was subscribed to (any
+         *     other is not found for them); platform admins read every plan.
+         */
         get: operations["getPlan"];
         put?: never;
         post?: never;
@@ -198,7 +239,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Changes a tenant's billing details (platform admin, or the tenant's admins for the billing
+         *     email; the collection method is a commercial term only platform admins change).
+         */
+        patch: operations["updateTenant"];
         trace?: never;
     };
     "/api/v1/tenants/{tenant_id}/api-keys": {
@@ -334,7 +379,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The invoice as a self-contained HTML document, for download. */
+        /**
+         * The invoice as a self-contained document for download: HTML, or the PDF (the copy the
+         *     delivery step stored and emailed, or the same rendering when it has not run yet).
+         */
         get: operations["getInvoiceDocument"];
         put?: never;
         post?: never;
@@ -480,7 +528,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Suspends a tenant: its keys stop working at the proxy and its users cannot log in. */
+        /**
+         * Suspends a tenant: its keys stop working at the proxy, and its users cannot log in and their
+         *     tokens stop working at once.
+         */
         post: operations["suspendTenant"];
         delete?: never;
         options?: never;
@@ -566,8 +617,28 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Disables a user: they can no longer log in or refresh their session. */
+        /**
+         * Disables a user: they can no longer log in, and their tokens stop working at once (every
+         *     request checks the user's state).
+         */
         post: operations["disableUser"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/stripe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Receives a Stripe webhook event (called by Stripe, authenticated by its signature). */
+        post: operations["stripe"];
         delete?: never;
         options?: never;
         head?: never;
@@ -596,11 +667,14 @@ export interface components {
             id: string;
             /**
              * Format: date-time
-             * @description When the proxy last saw it.
+             * @description When the proxy last saw it (kept current from metering's batches, so it trails real
+             *     use by up to a batch interval).
              */
             last_used_at?: string | null;
             /** @description A label. */
             name: string;
+            /** @description The key that replaced it, once rotated. */
+            replaced_by?: string | null;
             /**
              * Format: date-time
              * @description When it was revoked.
@@ -644,8 +718,20 @@ export interface components {
              */
             tenant_id?: string | null;
         };
+        /** @description A password change. */
+        ChangePassword: {
+            /** @description The password in use now. */
+            current_password: string;
+            /** @description The new password: at least 12 characters, at most 256 bytes. */
+            new_password: string;
+        };
         /** @description A new key's properties. */
         CreateApiKey: {
+            /**
+             * Format: date-time
+             * @description When the key stops working (RFC 3339, in the future); never, if absent.
+             */
+            expires_at?: string | null;
             /** @description A label, at most 200 characters. */
             name?: string | null;
             /** @description Scopes: 1 to 64 of `a-z 0-9 : . _ -` each, at most 32. */
@@ -706,11 +792,21 @@ export interface components {
             retries?: number | null;
             /** @description Remove the prefix before forwarding (default false). */
             strip_prefix?: boolean | null;
-            /** @description 1 to 64 of `host:port` or `http://host:port`. */
+            /** @description PEM CA bundle to verify `https://` upstreams with instead of the system roots. */
+            tls_ca_pem?: string | null;
+            /** @description PEM client certificate chain for mutual TLS (with `tls_client_key_pem`). */
+            tls_client_cert_pem?: string | null;
+            /** @description PEM private key of the client certificate; write-only. */
+            tls_client_key_pem?: string | null;
+            /** @description 1 to 64 of `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`. */
             upstreams: string[];
         };
         /** @description A new tenant. */
         CreateTenant: {
+            /** @description Where invoices are emailed. */
+            billing_email?: string | null;
+            /** @description `charge_automatically` (default) or `send_invoice`. */
+            collection_method?: string | null;
             /** @description 1 to 200 characters. */
             name: string;
             /** @description 1 to 63 lower-case letters, digits or dashes, starting with a letter or digit. */
@@ -771,6 +867,11 @@ export interface components {
             field?: string | null;
             /** @description Human-readable explanation. */
             message: string;
+            /**
+             * Format: int64
+             * @description On 429: seconds to wait before trying again (also in `Retry-After`).
+             */
+            retry_after_secs?: number | null;
         };
         /**
          * @description What the proxy does with cluster-wide limits when Redis cannot be reached: `open` keeps
@@ -829,6 +930,12 @@ export interface components {
         InvoiceDetail: components["schemas"]["InvoiceView"] & {
             /** @description Its lines, by position. */
             lines: components["schemas"]["InvoiceLineView"][];
+            /**
+             * @description Its steps (`draft`, `finalize`, and the delivery steps `stripe`, `email`, `document`):
+             *     where the invoice is and, for a failed step, why. A failed step is retried by the next
+             *     invoicing run.
+             */
+            steps: components["schemas"]["InvoiceStepView"][];
         };
         /** @description One invoice line. */
         InvoiceLineView: {
@@ -861,6 +968,30 @@ export interface components {
              * @example 0.0004
              */
             unit_price: string;
+        };
+        /** @description One step of an invoice. */
+        InvoiceStepView: {
+            /**
+             * Format: int32
+             * @description Attempts so far.
+             */
+            attempts: number;
+            /**
+             * Format: date-time
+             * @description Latest attempt.
+             */
+            last_attempt_at?: string | null;
+            /** @description Error of the last failed attempt. */
+            last_error?: string | null;
+            /** @description `running`, `succeeded` or `failed`. */
+            status: string;
+            /** @description Step name. */
+            step: string;
+            /**
+             * Format: date-time
+             * @description When it succeeded.
+             */
+            succeeded_at?: string | null;
         };
         /** @description An invoice without its lines. */
         InvoiceView: {
@@ -1012,11 +1143,14 @@ export interface components {
                 id: string;
                 /**
                  * Format: date-time
-                 * @description When the proxy last saw it.
+                 * @description When the proxy last saw it (kept current from metering's batches, so it trails real
+                 *     use by up to a batch interval).
                  */
                 last_used_at?: string | null;
                 /** @description A label. */
                 name: string;
+                /** @description The key that replaced it, once rotated. */
+                replaced_by?: string | null;
                 /**
                  * Format: date-time
                  * @description When it was revoked.
@@ -1222,12 +1356,21 @@ export interface components {
                 retries: number;
                 /** @description Whether the prefix is removed before forwarding. */
                 strip_prefix: boolean;
+                /** @description PEM CA bundle `https://` upstreams are verified against; absent: the system roots. */
+                tls_ca_pem?: string | null;
+                /** @description PEM client certificate presented to `https://` upstreams (mutual TLS). */
+                tls_client_cert_pem?: string | null;
+                /** @description Whether a client key is stored (the key itself is never returned). */
+                tls_client_key_set: boolean;
                 /**
                  * Format: date-time
                  * @description When it last changed.
                  */
                 updated_at: string;
-                /** @description The upstream pool: `host:port` or `http://host:port`. */
+                /**
+                 * @description The upstream pool: `host:port`, `http://host[:port][/base]` or
+                 *     `https://host[:port][/base]`; a base path is prefixed to every forwarded path.
+                 */
                 upstreams: string[];
             }[];
             /** @description Pass as `cursor` to get the next page; absent on the last page. */
@@ -1247,6 +1390,10 @@ export interface components {
         Page_Tenant: {
             /** @description The items, newest first. */
             items: {
+                /** @description Where invoices are emailed; `null`: no invoice email is sent. */
+                billing_email?: string | null;
+                /** @description How Stripe collects its invoices: `charge_automatically` or `send_invoice`. */
+                collection_method: string;
                 /**
                  * Format: date-time
                  * @description When it was created.
@@ -1497,12 +1644,21 @@ export interface components {
             retries: number;
             /** @description Whether the prefix is removed before forwarding. */
             strip_prefix: boolean;
+            /** @description PEM CA bundle `https://` upstreams are verified against; absent: the system roots. */
+            tls_ca_pem?: string | null;
+            /** @description PEM client certificate presented to `https://` upstreams (mutual TLS). */
+            tls_client_cert_pem?: string | null;
+            /** @description Whether a client key is stored (the key itself is never returned). */
+            tls_client_key_set: boolean;
             /**
              * Format: date-time
              * @description When it last changed.
              */
             updated_at: string;
-            /** @description The upstream pool: `host:port` or `http://host:port`. */
+            /**
+             * @description The upstream pool: `host:port`, `http://host[:port][/base]` or
+             *     `https://host[:port][/base]`; a base path is prefixed to every forwarded path.
+             */
             upstreams: string[];
         };
         /** @description An access token for the dashboard; the refresh token is in the cookie. */
@@ -1562,6 +1718,10 @@ export interface components {
         };
         /** @description A tenant. */
         Tenant: {
+            /** @description Where invoices are emailed; `null`: no invoice email is sent. */
+            billing_email?: string | null;
+            /** @description How Stripe collects its invoices: `charge_automatically` or `send_invoice`. */
+            collection_method: string;
             /**
              * Format: date-time
              * @description When it was created.
@@ -1706,8 +1866,21 @@ export interface components {
             retries?: number | null;
             /** @description Remove the prefix before forwarding. */
             strip_prefix?: boolean | null;
+            /** @description PEM CA bundle, or `null` for the system roots. */
+            tls_ca_pem?: string | null;
+            /** @description PEM client certificate, or `null` for none (with the key). */
+            tls_client_cert_pem?: string | null;
+            /** @description PEM client key (write-only), or `null` for none (with the certificate). */
+            tls_client_key_pem?: string | null;
             /** @description The upstream pool. */
             upstreams?: string[] | null;
+        };
+        /** @description Changes to a tenant's billing details; absent fields stay as they are. */
+        UpdateTenant: {
+            /** @description Where invoices are emailed; `null` stops invoice email. */
+            billing_email?: string | null;
+            /** @description `charge_automatically` or `send_invoice` (platform admins only). */
+            collection_method?: string | null;
         };
         /** @description One bucket of the usage series. */
         UsageBucket: {
@@ -1808,6 +1981,18 @@ export interface components {
             /** @description Ascending tiers; the last is open-ended. */
             tiers: components["schemas"]["PriceTier"][];
         };
+        /** @description What happened to an event. */
+        WebhookReceipt: {
+            /**
+             * @description `applied` (the invoice's status changed), `unchanged` (it had that status already),
+             *     `duplicate` (event id seen before), `stale` (the state machine does not allow the move
+             *     from where the invoice is, e.g. `payment_failed` after `paid`), `ignored` (a type or
+             *     invoice we do not track).
+             */
+            outcome: string;
+            /** @description Always true: Stripe stops retrying on any 2xx. */
+            received: boolean;
+        };
     };
     responses: never;
     parameters: never;
@@ -1901,6 +2086,32 @@ export interface operations {
             };
         };
     };
+    logout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Logged out */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     refreshToken: {
         parameters: {
             query?: never;
@@ -1922,7 +2133,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description Invalid or expired refresh token */
+            /** @description Invalid, expired or already used refresh token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2001,7 +2212,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The cookie is cleared */
+            /** @description The session is ended and the cookie cleared */
             204: {
                 headers: {
                     /** @description An expired `tollgate_refresh` */
@@ -2068,6 +2279,54 @@ export interface operations {
                 };
             };
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangePassword"];
+            };
+        };
+        responses: {
+            /** @description Password changed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Wrong current password, or an unacceptable new one */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many attempts; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            "4XX": {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2377,6 +2636,40 @@ export interface operations {
             };
         };
     };
+    updateTenant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Tenant id */
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UpdateTenant"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Tenant"];
+                };
+            };
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listApiKeys: {
         parameters: {
             query?: {
@@ -2539,7 +2832,7 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
-            /** @description The key is revoked */
+            /** @description The key is revoked, or already rotated to a successor that is active */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2677,7 +2970,10 @@ export interface operations {
     };
     getInvoiceDocument: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description `html` (default) or `pdf`. */
+                format?: string;
+            };
             header?: never;
             path: {
                 /** @description Tenant id */
@@ -2696,6 +2992,7 @@ export interface operations {
                 };
                 content: {
                     "text/html; charset=utf-8": string;
+                    "application/pdf": string;
                 };
             };
             /** @description `invoice_not_finalized`: a draft has no document */
@@ -2779,7 +3076,7 @@ export interface operations {
                     "application/json": components["schemas"]["JwtIssuerView"];
                 };
             };
-            /** @description This issuer and audience are registered */
+            /** @description The tenant already has this issuer and audience */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3413,6 +3710,59 @@ export interface operations {
                 };
             };
             "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stripe: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description t=<unix time>,v1=<hex HMAC-SHA-256> */
+                "Stripe-Signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A Stripe event (`invoice.paid`, `invoice.payment_failed`, `invoice.voided`, `invoice.marked_uncollectible`; other types are acknowledged and ignored) */
+        requestBody: {
+            content: {
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookReceipt"];
+                };
+            };
+            /** @description `invalid_signature` or `invalid_event`; nothing changed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `webhooks_not_configured`, or the database is unavailable */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
