@@ -95,8 +95,8 @@ until grep -q '^metering_consumer_lag' "$WORK/metering.metrics" || [ $SECONDS -g
   sleep 1
   scrape metering "http://$metering_admin/metrics" 2>/dev/null
 done
-# The control API serves /metrics on its admin listener (or, before it had one, beside the API).
-scrape control-api "http://$api_admin/metrics" "http://$api/metrics"
+# The control API serves /metrics on its admin listener only.
+scrape control-api "http://$api_admin/metrics"
 
 # Family names from the TYPE lines (a labelled family without samples has only those), with
 # the suffixes its samples carry, and every sample name seen.
