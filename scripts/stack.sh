@@ -382,6 +382,7 @@ Tollgate's local stack is up. Connection details: .tollgate/stack.env
   Demo key    $(printf '%s' "$key" | cut -c1-24)… (DEMO_API_KEY in stack.env)
   Gateway     http://$gateway   (admin http://$gateway_admin/ready, /metrics)
   Metering    http://$metering_admin/metrics
+  Dashboard   http://$control_api/   (sign in as the admin below)
   Control API http://$control_api/api/v1   (OpenAPI at /api/v1/openapi.json; admin $admin_email,
               password ADMIN_PASSWORD in stack.env; /metrics at http://$control_api_admin/metrics)
   SMTP        127.0.0.1:$SMTP_PORT   (messages in $STATE_DIR/maildir/new)
