@@ -14,7 +14,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CACHE_DIR=${TOLLGATE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TANSU_BIN="$CACHE_DIR/tansu-0.6.0/bin/tansu"
 WORK="$TARGET_DIR/dashboard-e2e"
 SHOTS="$TARGET_DIR/dashboard-screenshots"
 API_PORT=${TOLLGATE_E2E_CONTROL_API_PORT:-58184}
@@ -92,7 +91,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # The broker does not create topics on produce.
-[ -x "$TANSU_BIN" ] || die "no tansu binary at $TANSU_BIN (make services builds it)"
+[ -x "$TANSU_BIN" ] || die "no tansu binary at ${TANSU_BIN:-?} (TANSU_BIN in stack.env; make services builds it)"
 "$TANSU_BIN" topic create --broker "tcp://$KAFKA_BROKERS" --partitions 1 "$topic" >/dev/null
 
 start() {

@@ -13,7 +13,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 CACHE_DIR=${TOLLGATE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate}
 OHA_VERSION=1.16.0
 OHA_BIN="$CACHE_DIR/oha-$OHA_VERSION/bin/oha"
-TANSU_BIN="$CACHE_DIR/tansu-0.6.0/bin/tansu"
 export LOADTEST_DIR=${LOADTEST_DIR:-$ROOT/.tollgate/loadtest}
 STACK_ENV="$ROOT/.tollgate/stack.env"
 
@@ -92,6 +91,7 @@ USAGE_TOPIC=tollgate-loadtest-usage
 create_topic() {
   local kafka
   kafka=$(stack_value KAFKA_BROKERS)
+  TANSU_BIN=$(stack_value TANSU_BIN)  # the broker build stack.sh made (patched, see scripts/tansu)
   [ -x "$TANSU_BIN" ] || { log "no tansu binary: create topic $USAGE_TOPIC yourself"; return; }
   "$TANSU_BIN" topic delete --broker "tcp://$kafka" "$USAGE_TOPIC" >/dev/null 2>&1 || true
   "$TANSU_BIN" topic create --broker "tcp://$kafka" --partitions 3 "$USAGE_TOPIC" >/dev/null
@@ -102,6 +102,7 @@ clean_services() {
   local redis_url kafka
   redis_url=$(stack_value REDIS_URL)
   kafka=$(stack_value KAFKA_BROKERS)
+  TANSU_BIN=$(stack_value TANSU_BIN)
   redis-cli -u "$redis_url" --no-auth-warning --scan --pattern 'tollgate-loadtest:*' |
     xargs -r -n 500 redis-cli -u "$redis_url" --no-auth-warning del >/dev/null || true
   if [ -x "$TANSU_BIN" ]; then
