@@ -162,12 +162,15 @@ pub async fn start_proxy_with(f: &Fixture, env: &[(&str, String)]) -> Proxy {
                 .await
                 .0
                 == 200
+            // Ready on the admin port can precede the traffic listener's bind by a moment:
+            // tests connect to the traffic port next, so wait for it too.
+            && TcpStream::connect(proxy.addr).await.is_ok()
         {
             return proxy;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "proxy not ready within 20 s"
+            "proxy not ready (admin /ready and the traffic port) within 20 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
