@@ -413,7 +413,16 @@ pub async fn load_invoice(
         return Ok(None);
     };
     let record = invoice(&row)?;
-    let lines = client
+    let lines = load_lines(client, invoice_id).await?;
+    Ok(Some((record, lines)))
+}
+
+/// An invoice's lines by position (what delivery sends and prints, too).
+pub async fn load_lines(
+    client: &impl GenericClient,
+    invoice_id: Uuid,
+) -> Result<Vec<LineRecord>, tokio_postgres::Error> {
+    Ok(client
         .query(
             "SELECT id, position, kind, description, quantity, unit_price::text, amount_minor, \
                     corrects_invoice_id, corrects_period_start \
@@ -433,8 +442,7 @@ pub async fn load_invoice(
             corrects_invoice_id: l.get(7),
             corrects_period_start: l.get(8),
         })
-        .collect();
-    Ok(Some((record, lines)))
+        .collect())
 }
 
 /// A step's state on one invoice.

@@ -8,6 +8,7 @@ use tollgate_core::{Currency, Money};
 use uuid::Uuid;
 
 use super::error::DeliveryError;
+use crate::store::{LineRecord, load_lines};
 
 /// How Stripe collects an invoice (the tenant's setting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,25 +53,6 @@ pub struct BillingTenant {
     pub collection_method: CollectionMethod,
 }
 
-/// One invoice line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryLine {
-    /// Line id (the Stripe invoice item's idempotency key derives from it).
-    pub id: Uuid,
-    /// Order on the invoice.
-    pub position: i32,
-    /// `base_fee`, `usage`, `overage` or `correction`.
-    pub kind: String,
-    /// What is charged.
-    pub description: String,
-    /// Units.
-    pub quantity: i64,
-    /// Exact decimal unit price, display only.
-    pub unit_price: String,
-    /// Amount in minor units; authoritative.
-    pub amount_minor: i64,
-}
-
 /// A finalized invoice ready for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryInvoice {
@@ -95,7 +77,7 @@ pub struct DeliveryInvoice {
     /// Amount due.
     pub total_minor: i64,
     /// Lines by position.
-    pub lines: Vec<DeliveryLine>,
+    pub lines: Vec<LineRecord>,
 }
 
 impl DeliveryInvoice {
@@ -120,7 +102,7 @@ impl DeliveryInvoice {
                     kind: line.kind.clone(),
                     description: line.description.clone(),
                     quantity: line.quantity,
-                    unit_price: line.unit_price.clone(),
+                    unit_price: trim_decimal(&line.unit_price),
                     amount: money(line.amount_minor),
                 })
                 .collect(),
@@ -155,24 +137,7 @@ impl DeliveryInvoice {
         let number = number.ok_or_else(|| invalid("not finalized: it has no number".into()))?;
         let collection_method = CollectionMethod::parse(&method)
             .ok_or_else(|| invalid(format!("unknown collection method {method:?}")))?;
-        let lines = client
-            .query(
-                "SELECT id, position, kind, description, quantity, unit_price::text, amount_minor \
-                   FROM invoice_lines WHERE invoice_id = $1 ORDER BY position",
-                &[&invoice_id],
-            )
-            .await?
-            .iter()
-            .map(|line| DeliveryLine {
-                id: line.get(0),
-                position: line.get(1),
-                kind: line.get(2),
-                description: line.get(3),
-                quantity: line.get(4),
-                unit_price: trim_decimal(line.get(5)),
-                amount_minor: line.get(6),
-            })
-            .collect();
+        let lines = load_lines(client, invoice_id).await?;
         Ok(Some(Self {
             id: row.get(0),
             period_start: row.get(1),

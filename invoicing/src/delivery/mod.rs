@@ -29,7 +29,7 @@ use crate::store::{self, StepStart};
 pub use documents::{DocumentStore, S3Settings, document_key};
 pub use email::{InvoiceEmail, InvoiceMailer, SmtpSettings};
 pub use error::DeliveryError;
-pub use invoice::{BillingTenant, CollectionMethod, DeliveryInvoice, DeliveryLine};
+pub use invoice::{BillingTenant, CollectionMethod, DeliveryInvoice};
 pub use stripe::{PushedInvoice, StripeClient, StripeSettings};
 
 /// How long a claimed step is ours before another runner may take it over: longer than a

@@ -320,8 +320,40 @@ impl Drop for World {
         // Logs and spool stay for a failed case to be read.
         if std::thread::panicking() {
             eprintln!("[fault-matrix] logs in {}", self.logs.display());
+            print_log_tails(&self.logs);
         } else {
             let _ = std::fs::remove_dir_all(&self.logs);
+        }
+    }
+}
+
+/// The last lines of every process log of a failed case, so a CI run that keeps no files
+/// still shows why (logs are line-oriented; an unreadable one is named and skipped).
+fn print_log_tails(logs: &Path) {
+    const LINES: usize = 40;
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let Ok(bytes) = std::fs::read(&path) else {
+            eprintln!("[fault-matrix] cannot read {}", path.display());
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!(
+            "[fault-matrix] ---- last {} of {} lines of {} ----",
+            LINES.min(lines.len()),
+            lines.len(),
+            path.display()
+        );
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            eprintln!("{line}");
         }
     }
 }

@@ -49,16 +49,20 @@ async fn metering_sigkilled_mid_batch_and_restarted_totals_exact_within_session_
  {
     let _serial = serial().await;
     let world = World::new(PlanLimits::default()).await;
-    let _proxy = world.start_proxy().await;
+    let proxy = world.start_proxy().await;
     let first = world.start_metering("metering-1").await;
     let load = load(&world).await;
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            first.metric("metering_events_inserted_total").await > Some(0.0)
-        })
-        .await,
-        "metering never stored anything"
-    );
+    if !eventually(Duration::from_secs(60), || async {
+        first.metric("metering_events_inserted_total").await > Some(0.0)
+    })
+    .await
+    {
+        panic!(
+            "metering never stored anything: its /ready {:?}; proxy produced {:?}",
+            harness::get(first.admin, "/ready").await,
+            proxy.metric("usage_events_produced_total").await
+        );
+    }
     // Batches stay open up to two seconds under this load: the kill lands in one.
     sleep(Duration::from_millis(1300)).await;
     first.kill();
