@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use tollgate_core::plan::PlanSpec;
 use tollgate_core::{
     ApiKey, Currency, FailureMode, KeyEnv, KeyHash, KeyPepper, Plan, PlanId, Pricing, PricingModel,
-    Quota, QuotaCap, RatePolicy, TenantId, Tier,
+    Quota, QuotaCap, RatePolicy, StoredText, TenantId, Tier,
 };
 
 /// Slug of the demo tenant.
@@ -87,11 +87,8 @@ pub async fn seed(
                 &quota
                     .map(|q| i64::try_from(q.included_requests))
                     .transpose()?,
-                &quota.map(|q| match q.cap {
-                    QuotaCap::Hard => "hard",
-                    QuotaCap::Soft => "soft",
-                }),
-                &"open",
+                &quota.map(|q| q.cap.as_str()),
+                &plan.failure_mode().as_str(),
                 &serde_json::to_value(plan.pricing())?,
             ],
         )

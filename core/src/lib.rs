@@ -1,7 +1,8 @@
 //! Tollgate's shared domain: the types every service agrees on.
 //!
 //! Nothing here knows about Pingora, actix or Kafka clients: ids, API keys and their hashing,
-//! plans with their limit and pricing policies, money, the invoice document and the usage
+//! plans with their limit and pricing policies (and the strict decoding of their stored rows,
+//! `plan_row`, `stored_text`), tenants' status, money, the invoice document and the usage
 //! event wire format live here so that the proxy, metering, invoicing and the control API
 //! cannot drift apart.
 //! With the `db` feature the crate also carries the PostgreSQL schema as versioned migrations;
@@ -17,9 +18,12 @@ pub mod metrics_exposition;
 pub mod migrations;
 pub mod money;
 pub mod plan;
+pub mod plan_row;
 pub mod rating;
 #[cfg(feature = "db")]
 pub mod rating_inputs;
+pub mod stored_text;
+pub mod tenant;
 pub mod upstream_policy;
 pub mod upstream_target;
 pub mod upstream_tls;
@@ -36,7 +40,10 @@ pub use plan::{
     FailureMode, Plan, PlanError, PlanSpec, Pricing, PricingModel, Quota, QuotaCap, RatePolicy,
     RatedUsage, Tier, UsageCharge,
 };
+pub use plan_row::{PLAN_COLUMNS, PlanRow};
 pub use rating::{BillingPeriod, RatedInvoice, RatingError};
+pub use stored_text::{StoredText, UnknownValue};
+pub use tenant::TenantStatus;
 pub use upstream_policy::{
     ENV_UPSTREAM_ALLOW_NETWORKS, IpNetwork, NetworkParseError, UpstreamPolicy, UpstreamRefusal,
     parse_networks,

@@ -23,5 +23,7 @@ pub mod upstream_health;
 pub mod upstreams;
 pub mod usage;
 
-pub use loader::{LoadError, LoaderSettings, load_snapshot};
+pub use loader::{
+    LoadError, LoaderMetrics, LoaderSettings, RowKind, load_snapshot, load_snapshot_counting,
+};
 pub use snapshot::{ConfigSnapshot, KeyRejection, SnapshotHandle, TenantStatus};

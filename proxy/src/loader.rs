@@ -5,20 +5,28 @@
 //! costs one reload) and a periodic timer trigger a full, consistent reload in one
 //! repeatable-read transaction. When PostgreSQL is unreachable the last good snapshot keeps
 //! serving and the loader reconnects with capped backoff.
+//!
+//! Rows are decoded strictly (plans through [`tollgate_core::PlanRow`], tenant status through
+//! its `FromStr`): a row that cannot be decoded or used is left out of the snapshot with an
+//! error log and a count in `gateway_snapshot_rows_skipped_total{kind}`, never read as a
+//! permissive default. A left-out plan leaves its tenants without a plan (their requests are
+//! refused), a left-out tenant leaves its keys refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tollgate_core::migrations::CONFIG_CHANNEL;
-use tollgate_core::plan::PlanSpec;
 use tollgate_core::{
-    FailureMode, KeyHash, KeyId, Plan, PlanId, Pricing, Quota, QuotaCap, RatePolicy, RouteId,
-    TenantId, UpstreamPolicy, UpstreamTls,
+    KeyHash, KeyId, PLAN_COLUMNS, PlanId, PlanRow, RouteId, TenantId, UpstreamPolicy, UpstreamTls,
 };
 use uuid::Uuid;
 
@@ -51,6 +59,8 @@ pub struct LoaderSettings {
     pub debounce: Duration,
     /// Which internal networks upstreams may resolve to (none by default).
     pub upstream_policy: UpstreamPolicy,
+    /// Where skipped rows are counted.
+    pub metrics: LoaderMetrics,
 }
 
 impl LoaderSettings {
@@ -61,7 +71,98 @@ impl LoaderSettings {
             full_reload_every: Duration::from_secs(30),
             debounce: Duration::from_millis(20),
             upstream_policy: UpstreamPolicy::strict(),
+            metrics: LoaderMetrics::default(),
         }
+    }
+}
+
+/// The kinds of row a snapshot is built from: the `kind` label of skipped rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// A `plans` row.
+    Plan,
+    /// A `tenants` row.
+    Tenant,
+    /// An `api_keys` row.
+    ApiKey,
+    /// A `routes` row.
+    Route,
+    /// A `jwt_issuers` row.
+    JwtIssuer,
+}
+
+impl RowKind {
+    const ALL: [Self; 5] = [
+        Self::Plan,
+        Self::Tenant,
+        Self::ApiKey,
+        Self::Route,
+        Self::JwtIssuer,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Tenant => "tenant",
+            Self::ApiKey => "api_key",
+            Self::Route => "route",
+            Self::JwtIssuer => "jwt_issuer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    kind: &'static str,
+}
+
+/// The loader's metrics; clones share their counters.
+#[derive(Debug, Clone)]
+pub struct LoaderMetrics {
+    rows_skipped: Family<SkipLabels, Counter>,
+}
+
+impl Default for LoaderMetrics {
+    /// Every kind starts at 0, so an alert on the counter sees the series before the first skip.
+    fn default() -> Self {
+        let rows_skipped = Family::<SkipLabels, Counter>::default();
+        for kind in RowKind::ALL {
+            // The family's guard is released at once.
+            drop(rows_skipped.get_or_create(&SkipLabels {
+                kind: kind.as_str(),
+            }));
+        }
+        Self { rows_skipped }
+    }
+}
+
+impl LoaderMetrics {
+    /// Registers `gateway_snapshot_rows_skipped_total`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_snapshot_rows_skipped",
+            "Rows left out of a config snapshot because they cannot be decoded or used, by kind; \
+             every load counts a bad row again until it is fixed",
+            self.rows_skipped.clone(),
+        );
+    }
+
+    /// Rows of `kind` skipped so far.
+    pub fn rows_skipped(&self, kind: RowKind) -> u64 {
+        self.rows_skipped
+            .get_or_create(&SkipLabels {
+                kind: kind.as_str(),
+            })
+            .get()
+    }
+
+    fn skipped(&self, kind: RowKind) {
+        self.rows_skipped
+            .get_or_create(&SkipLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 }
 
@@ -125,7 +226,7 @@ async fn follow(
         client
             .batch_execute(&format!("LISTEN {CONFIG_CHANNEL}"))
             .await?;
-        reload(&mut client, handle, &settings.upstream_policy).await?;
+        reload(&mut client, handle, settings).await?;
         let mut timer = tokio::time::interval(settings.full_reload_every);
         timer.tick().await;
         loop {
@@ -137,9 +238,9 @@ async fn follow(
                     }
                     tokio::time::sleep(settings.debounce).await;
                     while notifications.try_recv().is_ok() {}
-                    reload(&mut client, handle, &settings.upstream_policy).await?;
+                    reload(&mut client, handle, settings).await?;
                 }
-                _ = timer.tick() => reload(&mut client, handle, &settings.upstream_policy).await?,
+                _ = timer.tick() => reload(&mut client, handle, settings).await?,
                 () = stopped(shutdown) => return Ok(()),
             }
         }
@@ -158,10 +259,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 async fn reload(
     client: &mut Client,
     handle: &SnapshotHandle,
-    policy: &UpstreamPolicy,
+    settings: &LoaderSettings,
 ) -> Result<(), LoadError> {
     let started = std::time::Instant::now();
-    let snapshot = load_snapshot(client, policy).await?;
+    let snapshot =
+        load_snapshot_counting(client, &settings.upstream_policy, &settings.metrics).await?;
     let (tenants, keys) = (snapshot.tenants.len(), snapshot.keys.len());
     handle.store(snapshot);
     tracing::debug!(
@@ -174,10 +276,20 @@ async fn reload(
 }
 
 /// Reads the whole configuration in one consistent (repeatable-read) transaction. Upstream
-/// addresses `policy` refuses are left out of their routes.
+/// addresses `policy` refuses are left out of their routes; rows that cannot be decoded are
+/// left out and logged (see [`load_snapshot_counting`] to count them too).
 pub async fn load_snapshot(
     client: &mut Client,
     policy: &UpstreamPolicy,
+) -> Result<ConfigSnapshot, LoadError> {
+    load_snapshot_counting(client, policy, &LoaderMetrics::default()).await
+}
+
+/// [`load_snapshot`], counting every row it leaves out in `metrics`.
+pub async fn load_snapshot_counting(
+    client: &mut Client,
+    policy: &UpstreamPolicy,
+    metrics: &LoaderMetrics,
 ) -> Result<ConfigSnapshot, LoadError> {
     let tx = client
         .build_transaction()
@@ -188,19 +300,19 @@ pub async fn load_snapshot(
     let mut snapshot = ConfigSnapshot::default();
 
     for row in tx
-        .query(
-            "SELECT id, name, rate_per_second, burst, quota_included_requests, quota_cap, \
-                    failure_mode, pricing, rate_strict FROM plans",
-            &[],
-        )
+        .query(&format!("SELECT {PLAN_COLUMNS} FROM plans"), &[])
         .await?
     {
         let id: Uuid = row.get(0);
-        match plan_from_row(&row) {
+        match PlanRow::from_row(&row).and_then(PlanRow::into_plan) {
             Ok(plan) => {
                 snapshot.plans.insert(PlanId::from_uuid(id), Arc::new(plan));
             }
-            Err(message) => tracing::error!(plan_id = %id, %message, "Plan skipped: invalid."),
+            Err(error) => {
+                // Never a guessed plan: its tenants are left without one and refused.
+                metrics.skipped(RowKind::Plan);
+                tracing::error!(plan_id = %id, %error, "Plan skipped: its row cannot be decoded.");
+            }
         }
     }
 
@@ -226,7 +338,15 @@ pub async fn load_snapshot(
     futures_util::pin_mut!(tenants);
     while let Some(row) = tenants.next().await.transpose()? {
         let id: Uuid = row.get(0);
-        let status: &str = row.get(2);
+        let status = match row.get::<_, &str>(2).parse::<TenantStatus>() {
+            Ok(status) => status,
+            Err(error) => {
+                // Left out, the tenant's keys are refused like a suspended tenant's.
+                metrics.skipped(RowKind::Tenant);
+                tracing::error!(tenant_id = %id, %error, "Tenant skipped: its row cannot be decoded.");
+                continue;
+            }
+        };
         let plan = row
             .get::<_, Option<Uuid>>(3)
             .and_then(|plan| snapshot.plans.get(&PlanId::from_uuid(plan)))
@@ -236,11 +356,7 @@ pub async fn load_snapshot(
             TenantConfig {
                 id: TenantId::from_uuid(id),
                 slug: row.get(1),
-                status: if status == "active" {
-                    TenantStatus::Active
-                } else {
-                    TenantStatus::Suspended
-                },
+                status,
                 plan,
             },
         );
@@ -255,6 +371,7 @@ pub async fn load_snapshot(
     while let Some(row) = keys.next().await.transpose()? {
         let id: &str = row.get(0);
         let (Ok(key_id), Some(hash)) = (KeyId::parse(id), KeyHash::from_slice(row.get(2))) else {
+            metrics.skipped(RowKind::ApiKey);
             tracing::error!(key_id = id, "API key skipped: malformed id or hash.");
             continue;
         };
@@ -300,6 +417,7 @@ pub async fn load_snapshot(
         let tls = match tls {
             Ok(tls) => tls,
             Err(error) => {
+                metrics.skipped(RowKind::Route);
                 // Never the material itself.
                 tracing::error!(route_id = %id, %error, "Route skipped: unusable TLS material.");
                 continue;
@@ -342,13 +460,16 @@ pub async fn load_snapshot(
             Ok(issuer) => {
                 snapshot.issuers.insert(issuer);
             }
-            Err(error) => tracing::warn!(
-                tenant_id = %config.tenant_id,
-                issuer = %config.issuer,
-                audience = %config.audience,
-                %error,
-                "JWT issuer skipped: invalid."
-            ),
+            Err(error) => {
+                metrics.skipped(RowKind::JwtIssuer);
+                tracing::warn!(
+                    tenant_id = %config.tenant_id,
+                    issuer = %config.issuer,
+                    audience = %config.audience,
+                    %error,
+                    "JWT issuer skipped: invalid."
+                );
+            }
         }
     }
     for (issuer, audience, tenant_id) in snapshot.issuers.shared_keys() {
@@ -413,38 +534,4 @@ pub(crate) fn order_routes(routes: &mut [Arc<RouteConfig>]) {
             .cmp(&a.path_prefix.len())
             .then(b.host.is_some().cmp(&a.host.is_some()))
     });
-}
-
-fn plan_from_row(row: &tokio_postgres::Row) -> Result<Plan, String> {
-    let rate = RatePolicy {
-        requests_per_second: u32::try_from(row.get::<_, i32>(2)).map_err(|e| e.to_string())?,
-        burst: u32::try_from(row.get::<_, i32>(3)).map_err(|e| e.to_string())?,
-        strict: row.get(8),
-    };
-    let quota = match (row.get::<_, Option<i64>>(4), row.get::<_, Option<&str>>(5)) {
-        (Some(included), Some(cap)) => Some(Quota {
-            included_requests: u64::try_from(included).map_err(|e| e.to_string())?,
-            cap: if cap == "hard" {
-                QuotaCap::Hard
-            } else {
-                QuotaCap::Soft
-            },
-        }),
-        _ => None,
-    };
-    let failure_mode = match row.get::<_, &str>(6) {
-        "closed" => FailureMode::Closed,
-        _ => FailureMode::Open,
-    };
-    let pricing: Pricing =
-        serde_json::from_value(row.get::<_, serde_json::Value>(7)).map_err(|e| e.to_string())?;
-    Plan::new(PlanSpec {
-        id: PlanId::from_uuid(row.get(0)),
-        name: row.get(1),
-        rate,
-        quota,
-        failure_mode,
-        pricing,
-    })
-    .map_err(|e| e.to_string())
 }

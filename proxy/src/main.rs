@@ -14,13 +14,13 @@ use pingora_proxy::HttpProxy;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tollgate_core::{KeyPepper, UpstreamPolicy};
-use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining};
+use tollgate_proxy::admin::{AdminApp, DrainWatcher, Draining, TrafficListener};
 use tollgate_proxy::connections::{ClientGuard, ConnectionMetrics, ConnectionSettings};
 use tollgate_proxy::gateway::{Gateway, GatewaySettings};
 use tollgate_proxy::limits::{Limiter, LimiterSettings, SyncSettings, run_sync};
 use tollgate_proxy::metrics::GatewayMetrics;
 use tollgate_proxy::usage::{UsageConfig, UsageMetrics, UsagePipeline};
-use tollgate_proxy::{LoaderSettings, SnapshotHandle, declarative, loader};
+use tollgate_proxy::{LoaderMetrics, LoaderSettings, SnapshotHandle, declarative, loader};
 
 /// Peers whose forwarding headers are believed.
 const ENV_TRUSTED_PROXIES: &str = "TOLLGATE_PROXY_TRUSTED_PROXIES";
@@ -219,13 +219,16 @@ fn main() -> anyhow::Result<()> {
     let snapshot = Arc::new(SnapshotHandle::default());
     // Background work runs on small runtimes of its own: Pingora owns the main thread.
     let (stop_background, shutdown) = watch::channel(false);
+    let loader_metrics = LoaderMetrics::default();
     let loader_thread = spawn_service("config-loader", {
-        let (snapshot, shutdown) = (snapshot.clone(), shutdown.clone());
+        let (snapshot, shutdown, metrics) =
+            (snapshot.clone(), shutdown.clone(), loader_metrics.clone());
         async move {
             match source {
                 ConfigSource::Database(url) => {
                     let settings = LoaderSettings {
                         upstream_policy,
+                        metrics,
                         ..LoaderSettings::new(url)
                     };
                     loader::run(settings, snapshot, shutdown).await;
@@ -265,6 +268,7 @@ fn main() -> anyhow::Result<()> {
     metrics.register(&mut registry);
     connection_metrics.register(&mut registry);
     limiter.metrics().register(&mut registry);
+    loader_metrics.register(&mut registry);
     if let Some(usage) = &usage {
         usage.metrics().register(&mut registry);
     }
@@ -319,7 +323,13 @@ fn main() -> anyhow::Result<()> {
     proxy.add_tcp(&cli.listen);
     let mut admin = Service::new(
         "admin".to_owned(),
-        AdminApp::new(snapshot, draining.clone(), Arc::new(registry), metrics),
+        AdminApp::new(
+            snapshot,
+            draining.clone(),
+            Arc::new(registry),
+            metrics,
+            TrafficListener::new(&cli.listen),
+        ),
     );
     admin.add_tcp(&cli.admin_listen);
     server.add_service(proxy);

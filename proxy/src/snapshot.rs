@@ -12,14 +12,8 @@ use tollgate_core::{KeyHash, KeyId, KeyPepper, ParsedApiKey, Plan, PlanId, Route
 
 use crate::jwt::JwtIssuers;
 
-/// Whether a tenant may use the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantStatus {
-    /// Traffic is served.
-    Active,
-    /// Every request is refused with 403.
-    Suspended,
-}
+/// Whether a tenant may use the gateway: the domain's type, decoded strictly by the loader.
+pub use tollgate_core::TenantStatus;
 
 /// A tenant and its current plan.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The config snapshot loader against the real PostgreSQL: changes arrive through NOTIFY
-//! within a second, and an outage keeps the last snapshot serving.
+//! within a second, an outage keeps the last snapshot serving, and a row that cannot be
+//! decoded is left out and counted, never read as a permissive default.
 // Helpers outside #[test] fns: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tollgate_core::{ApiKey, KeyPepper, TenantId};
 use tollgate_proxy::snapshot::LoadedSnapshot;
-use tollgate_proxy::{KeyRejection, LoaderSettings, SnapshotHandle, loader};
+use tollgate_proxy::{
+    KeyRejection, LoaderMetrics, LoaderSettings, RowKind, SnapshotHandle, loader,
+};
 use tollgate_test_support::fixtures::{insert_api_key, insert_tenant};
 use tollgate_test_support::{FaultyLink, TestDb};
 
@@ -195,4 +198,100 @@ async fn a_snapshot_carries_the_current_plan_and_routes_most_specific_first() {
         .map(|r| r.path_prefix.as_str())
         .collect();
     assert_eq!(prefixes, ["/v1/orders", "/"]);
+}
+
+/// `gateway_snapshot_rows_skipped_total{kind=…}` as a scrape reads it.
+fn skipped_in_exposition(metrics: &LoaderMetrics, kind: &str) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let series = format!("gateway_snapshot_rows_skipped_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_an_unknown_failure_mode_is_skipped_and_counted_not_served_fail_open() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let key = seed(&client).await;
+    // The schema's CHECK forbids the value; without it, the row stands for one the code does
+    // not know (a newer schema, a hand edit). It used to be read as `open`.
+    client
+        .batch_execute(
+            "ALTER TABLE plans DROP CONSTRAINT plans_failure_mode_check;
+             INSERT INTO plans (id, name, rate_per_second, burst, failure_mode, pricing)
+             VALUES ('00000000-0000-7000-8000-000000000003', 'Future', 10, 10, 'half_open',
+                     '{\"currency\":\"USD\",\"base_fee_minor\":0,\"model\":\"flat\"}');
+             INSERT INTO subscriptions (id, tenant_id, plan_id, starts_at)
+             SELECT gen_random_uuid(), id, '00000000-0000-7000-8000-000000000003', now() FROM tenants;",
+        )
+        .await
+        .unwrap();
+    let handle = Arc::new(SnapshotHandle::default());
+    let (stop, shutdown) = watch::channel(false);
+    let settings = LoaderSettings::new(db.url());
+    let metrics = settings.metrics.clone();
+    let task = tokio::spawn(loader::run(settings, handle.clone(), shutdown));
+
+    snapshot_where(&handle, Duration::from_secs(10), |_| true).await;
+    let loaded = handle.load().unwrap();
+    assert!(loaded.config.plans.is_empty(), "the plan was decoded");
+    let (tenant, _) = loaded
+        .config
+        .authenticate_key(&key.as_parsed(), &pepper(), OffsetDateTime::now_utc())
+        .unwrap();
+    assert!(
+        tenant.plan.is_none(),
+        "the tenant got a plan from a row that cannot be decoded: {:?}",
+        tenant.plan
+    );
+    assert!(metrics.rows_skipped(RowKind::Plan) >= 1);
+    assert_ne!(skipped_in_exposition(&metrics, "plan"), "0");
+    assert_eq!(skipped_in_exposition(&metrics, "tenant"), "0");
+
+    // Once the row holds a value the code knows, it is read (through NOTIFY, as any change).
+    client
+        .execute("UPDATE plans SET failure_mode = 'closed'", &[])
+        .await
+        .unwrap();
+    snapshot_where(&handle, Duration::from_secs(5), |s| {
+        s.config
+            .plans
+            .values()
+            .any(|plan| plan.failure_mode() == tollgate_core::FailureMode::Closed)
+    })
+    .await;
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenant_with_an_unknown_status_is_skipped_and_counted_and_its_keys_are_refused() {
+    let db = TestDb::new().await;
+    let mut client = db.client().await;
+    let key = seed(&client).await;
+    client
+        .batch_execute(
+            "ALTER TABLE tenants DROP CONSTRAINT tenants_status_check;
+             UPDATE tenants SET status = 'frozen';",
+        )
+        .await
+        .unwrap();
+    let metrics = LoaderMetrics::default();
+    let snapshot =
+        tollgate_proxy::load_snapshot_counting(&mut client, &loopback_allowed(), &metrics)
+            .await
+            .unwrap();
+    assert!(snapshot.tenants.is_empty(), "the tenant was decoded");
+    assert_eq!(metrics.rows_skipped(RowKind::Tenant), 1);
+    assert_eq!(metrics.rows_skipped(RowKind::ApiKey), 0);
+    let refused = snapshot
+        .authenticate_key(&key.as_parsed(), &pepper(), OffsetDateTime::now_utc())
+        .map(|_| ());
+    assert_eq!(refused, Err(KeyRejection::TenantSuspended));
 }

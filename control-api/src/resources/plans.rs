@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
-use tollgate_core::plan::{FailureMode, Pricing, Quota, QuotaCap, RatePolicy};
-use tollgate_core::{Plan, PlanId, PlanSpec};
+use tollgate_core::plan::{FailureMode, Pricing, Quota, RatePolicy};
+use tollgate_core::{Plan, PlanId, PlanRow, PlanSpec, StoredText};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -74,43 +74,28 @@ pub struct CreatePlan {
     pub pricing: Pricing,
 }
 
-/// The columns [`view`] reads, in its order.
+/// The columns [`view`] reads, in its order: `tollgate_core::PLAN_COLUMNS` (what [`PlanRow`] decodes), then
+/// `created_at`.
 pub(crate) const COLUMNS: &str = "id, name, rate_per_second, burst, quota_included_requests, quota_cap, \
                        failure_mode, pricing, rate_strict, created_at";
 
-/// Reads a plan row back; a row the API did not write may be invalid, which is our fault.
+/// Reads a plan row back, decoded by the same [`PlanRow`] as the proxy's loader: a row the API
+/// did not write may hold a value the decoder refuses, which is our fault (500), never a
+/// guessed `soft` or `open`.
 pub(crate) fn view(row: &Row) -> Result<PlanView, ApiError> {
-    let bad = |what: String| ApiError::Internal(format!("plan row is invalid: {what}"));
-    let unsigned = |n: i32| u32::try_from(n).map_err(|e| bad(e.to_string()));
-    let rate = RatePolicy {
-        requests_per_second: unsigned(row.get(2))?,
-        burst: unsigned(row.get(3))?,
-        strict: row.get(8),
+    let bad = |error: tollgate_core::PlanError| {
+        ApiError::Internal(format!("plan row is invalid: {error}"))
     };
-    let quota = match (row.get::<_, Option<i64>>(4), row.get::<_, Option<&str>>(5)) {
-        (Some(included), Some(cap)) => Some(Quota {
-            included_requests: u64::try_from(included).map_err(|e| bad(e.to_string()))?,
-            cap: if cap == "hard" {
-                QuotaCap::Hard
-            } else {
-                QuotaCap::Soft
-            },
-        }),
-        _ => None,
-    };
-    let failure_mode = match row.get::<_, &str>(6) {
-        "closed" => FailureMode::Closed,
-        _ => FailureMode::Open,
-    };
-    let pricing: Pricing = serde_json::from_value(row.get::<_, serde_json::Value>(7))
-        .map_err(|e| bad(e.to_string()))?;
+    let spec = PlanRow::from_row(row)
+        .and_then(PlanRow::decode)
+        .map_err(bad)?;
     Ok(PlanView {
-        id: row.get(0),
-        name: row.get(1),
-        rate,
-        quota,
-        failure_mode,
-        pricing,
+        id: *spec.id.as_uuid(),
+        name: spec.name,
+        rate: spec.rate,
+        quota: spec.quota,
+        failure_mode: spec.failure_mode,
+        pricing: spec.pricing,
         created_at: row.get(9),
     })
 }
@@ -316,14 +301,8 @@ fn stored_limits(plan: &Plan) -> Result<StoredLimits<'_>, ApiError> {
             .map(|q| i64::try_from(q.included_requests))
             .transpose()
             .map_err(|_| too_large("quota.included_requests"))?,
-        quota_cap: plan.quota().map(|q| match q.cap {
-            QuotaCap::Hard => "hard",
-            QuotaCap::Soft => "soft",
-        }),
-        failure_mode: match plan.failure_mode() {
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-        },
+        quota_cap: plan.quota().map(|q| q.cap.as_str()),
+        failure_mode: plan.failure_mode().as_str(),
         pricing: serde_json::to_value(plan.pricing())
             .map_err(|e| ApiError::Internal(e.to_string()))?,
         name: plan.name(),
@@ -515,4 +494,16 @@ pub async fn delete(
     tx.commit().await?;
     tracing::info!(%plan_id, "Plan deleted.");
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::PLAN_COLUMNS;
+
+    use super::*;
+
+    #[test]
+    fn the_selected_columns_start_with_the_ones_the_shared_decoder_reads() {
+        assert_eq!(COLUMNS, format!("{PLAN_COLUMNS}, created_at"));
+    }
 }

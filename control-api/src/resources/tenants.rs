@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
+use tollgate_core::{StoredText, TenantStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -28,7 +29,8 @@ pub struct Tenant {
     /// Display name.
     pub name: String,
     /// `active` or `suspended`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: TenantStatus,
     /// Where invoices are emailed; `null`: no invoice email is sent.
     pub billing_email: Option<String>,
     /// How Stripe collects its invoices: `charge_automatically` or `send_invoice`.
@@ -89,17 +91,23 @@ fn collection_method(value: &str) -> Result<String, ApiError> {
 const COLUMNS: &str =
     "id, slug, name, status, created_at, updated_at, billing_email, collection_method";
 
-fn tenant(row: &Row) -> Tenant {
-    Tenant {
+/// Reads a tenant row back; its status is decoded strictly, like the proxy's loader does (an
+/// unknown value is our fault, 500, never shown as if it were one of the two).
+fn tenant(row: &Row) -> Result<Tenant, ApiError> {
+    let status = row
+        .get::<_, &str>(3)
+        .parse::<TenantStatus>()
+        .map_err(|error| ApiError::Internal(format!("tenant row is invalid: {error}")))?;
+    Ok(Tenant {
         id: row.get(0),
         slug: row.get(1),
         name: row.get(2),
-        status: row.get(3),
+        status,
         created_at: row.get(4),
         updated_at: row.get(5),
         billing_email: row.get(6),
         collection_method: row.get(7),
-    }
+    })
 }
 
 /// Lists every tenant (platform admin).
@@ -124,7 +132,7 @@ pub async fn list(
             &[&after, &query.fetch_limit()?],
         )
         .await?;
-    let items = rows.iter().map(tenant).collect();
+    let items = rows.iter().map(tenant).collect::<Result<Vec<_>, _>>()?;
     Ok(
         HttpResponse::Ok().json(Page::from_fetched(items, limit, |t: &Tenant| {
             t.id.to_string()
@@ -178,7 +186,7 @@ pub async fn create(
                 e.into()
             }
         })?;
-    let created = tenant(&row);
+    let created = tenant(&row)?;
     audit::record(
         &tx,
         &principal,
@@ -214,7 +222,7 @@ pub async fn get(
         )
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(tenant(&row)))
+    Ok(HttpResponse::Ok().json(tenant(&row)?))
 }
 
 /// Changes a tenant's billing details (platform admin, or the tenant's admins for the billing
@@ -279,7 +287,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(tenant(&row)))
+    Ok(HttpResponse::Ok().json(tenant(&row)?))
 }
 
 /// Suspends a tenant: its keys stop working at the proxy, and its users cannot log in and their
@@ -296,7 +304,7 @@ pub async fn suspend(
         principal,
         state,
         path.into_inner(),
-        "suspended",
+        TenantStatus::Suspended,
         "tenant.suspend",
     )
     .await
@@ -315,7 +323,7 @@ pub async fn reactivate(
         principal,
         state,
         path.into_inner(),
-        "active",
+        TenantStatus::Active,
         "tenant.reactivate",
     )
     .await
@@ -325,7 +333,7 @@ async fn set_status(
     principal: Principal,
     state: web::Data<AppState>,
     tenant_id: Uuid,
-    status: &str,
+    status: TenantStatus,
     action: &str,
 ) -> Result<HttpResponse, ApiError> {
     // A tenant admin learns nothing about other tenants (404) and may not change its own (403).
@@ -339,7 +347,7 @@ async fn set_status(
                 "UPDATE tenants SET status = $2, updated_at = now() WHERE id = $1 \
                  RETURNING {COLUMNS}"
             ),
-            &[&tenant_id, &status],
+            &[&tenant_id, &status.as_str()],
         )
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -351,10 +359,10 @@ async fn set_status(
             action,
             resource_type: "tenant",
             resource_id: &tenant_id.to_string(),
-            details: json!({ "status": status }),
+            details: json!({ "status": status.as_str() }),
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(tenant(&row)))
+    Ok(HttpResponse::Ok().json(tenant(&row)?))
 }

@@ -1,21 +1,24 @@
-//! The limiter's Redis side: the delayed-sync service (one pipelined flush of every tenant's
-//! pending admissions per interval), the circuit breaker around it, and the strict-mode script.
+//! The delayed-sync service: one pipelined flush of every tenant's pending admissions per
+//! interval, reporting each outcome to the [`super::breaker`]; it also keeps the month current
+//! and forgets idle tenants.
 //!
 //! Times in Redis are microseconds from Redis' own clock (`TIME`), and nodes send ages and
 //! receive backlogs (`tat − now`) rather than timestamps, so node clocks need not agree.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tollgate_core::plan::QuotaCap;
-use tollgate_core::{Plan, TenantId};
 
-use super::{Limiter, NO_PENDING, StrictClient, TenantLimits, current_month, monotonic_nanos};
+use super::Limiter;
+use super::clock::{current_month, monotonic_nanos};
+use super::redis_keys::{QUOTA_TTL_SECONDS, micros, quota_key, rate_key};
+use super::strict::{STRICT_SCRIPT, StrictClient};
+use super::tenant_state::{NO_PENDING, TenantLimits};
 
 /// Adds a node's admissions to the cluster's arrival time and month counter; answers with
 /// the backlog (µs) and the month's total.
@@ -42,34 +45,6 @@ end
 return {math.floor(tat - now), used}
 ";
 
-/// One GCRA decision (and quota reservation) in Redis. Answers {verdict, backlog µs, used}:
-/// verdict 1 allowed, 0 rate limited, 2 quota exceeded.
-/// KEYS: rate, quota. ARGV: period µs, tolerance µs, quota limit, hard (1/0),
-/// has quota (1/0), quota TTL s.
-const STRICT_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local used = 0
-if ARGV[5] == '1' then used = tonumber(redis.call('GET', KEYS[2]) or '0') end
-if ARGV[4] == '1' and used >= tonumber(ARGV[3]) then
-  return {2, math.floor(tat - now), used}
-end
-if tat - now > tonumber(ARGV[2]) then
-  return {0, math.floor(tat - now), used}
-end
-tat = tat + tonumber(ARGV[1])
-redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 60000)
-if ARGV[5] == '1' then
-  used = redis.call('INCR', KEYS[2])
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
-end
-return {1, math.floor(tat - now), used}
-";
-
-/// Quota counters outlive their month by a few days so late flushes still land.
-const QUOTA_TTL_SECONDS: u64 = 35 * 24 * 3600;
 /// Tenants with admissions pending are flushed on every sync. Tenants seen in the last second
 /// with nothing pending only have their cluster view refreshed on every `REFRESH_IDLE_EVERY`th
 /// sync (200 ms at the default 20 ms): with many tenants each sending now and then, refreshing
@@ -107,23 +82,6 @@ impl SyncSettings {
             idle_eviction: Duration::from_secs(600),
         }
     }
-}
-
-fn rate_key(prefix: &str, tenant: TenantId) -> String {
-    format!("{prefix}rate:{tenant}")
-}
-
-fn quota_key(prefix: &str, tenant: TenantId, month: u32) -> String {
-    format!(
-        "{prefix}quota:{tenant}:{:04}-{:02}",
-        month / 12,
-        month % 12 + 1
-    )
-}
-
-/// Nanoseconds as a decimal number of microseconds, without floating point.
-fn micros(nanos: u64) -> String {
-    format!("{}.{:03}", nanos / 1000, nanos % 1000)
 }
 
 /// Runs until `shutdown`: flushes pending admissions, keeps the month current, forgets idle
@@ -196,13 +154,8 @@ pub async fn run_sync(
             Ok(Ok(())) => {
                 limiter
                     .metrics
-                    .sync_duration
-                    .0
-                    .observe(started.elapsed().as_secs_f64());
-                if !limiter.cluster_up.swap(true, Ordering::AcqRel) {
-                    tracing::info!("Cluster rate limits in force (Redis reachable).");
-                    limiter.metrics.cluster_available.set(1);
-                }
+                    .sync_succeeded(started.elapsed().as_secs_f64());
+                // The strict client first: a strict plan's next request finds it in place.
                 if limiter.strict_connection.load().is_none() {
                     limiter.strict_connection.store(Some(Arc::new(StrictClient {
                         connection: conn,
@@ -210,14 +163,15 @@ pub async fn run_sync(
                         timeout: settings.timeout,
                     })));
                 }
+                limiter.breaker.record_success();
             }
             Ok(Err(error)) => {
-                mark_down(&limiter, &format!("{error}"));
+                mark_down(&limiter, &error);
                 connection = None;
                 next_attempt = Instant::now() + settings.retry_interval;
             }
             Err(_) => {
-                mark_down(&limiter, "flush timed out");
+                mark_down(&limiter, &"flush timed out");
                 connection = None;
                 next_attempt = Instant::now() + settings.retry_interval;
             }
@@ -237,16 +191,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-fn mark_down(limiter: &Limiter, reason: &str) {
-    limiter.metrics.sync_failures.inc();
+/// A flush failed: the connection is given up and the breaker opens.
+fn mark_down(limiter: &Limiter, reason: &dyn std::fmt::Display) {
+    limiter.metrics.sync_failed();
     limiter.strict_connection.store(None);
-    if limiter.cluster_up.swap(false, Ordering::AcqRel) {
-        tracing::warn!(
-            reason,
-            "Redis unreachable: local rate limits (rate ÷ replicas) until it returns."
-        );
-        limiter.metrics.cluster_available.set(0);
-    }
+    limiter.breaker.record_failure(reason);
 }
 
 async fn connect(
@@ -383,53 +332,4 @@ async fn flush(
             .store(entry.cluster.resync(now, backlog, left), Ordering::Release);
     }
     Ok(())
-}
-
-/// Redis' answer to a strict decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct StrictReply {
-    pub verdict: StrictVerdict,
-    pub backlog_nanos: i64,
-    pub quota_used: u64,
-}
-
-/// Redis' verdict in strict mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum StrictVerdict {
-    Allowed,
-    RateLimited,
-    QuotaExceeded,
-}
-
-pub(super) async fn strict_decision(
-    mut conn: MultiplexedConnection,
-    prefix: &str,
-    tenant: TenantId,
-    plan: &Plan,
-    month: u32,
-) -> redis::RedisResult<StrictReply> {
-    let gcra = crate::gcra::Gcra::new(plan.rate());
-    let quota = plan.quota();
-    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(STRICT_SCRIPT));
-    let (verdict, backlog_us, used): (i64, i64, u64) = SCRIPT
-        .key(rate_key(prefix, tenant))
-        .key(quota_key(prefix, tenant, month))
-        .arg(micros(gcra.period()))
-        .arg(micros(gcra.tolerance()))
-        .arg(quota.map_or(0, |q| q.included_requests))
-        .arg(u8::from(quota.is_some_and(|q| q.cap == QuotaCap::Hard)))
-        .arg(u8::from(quota.is_some()))
-        .arg(QUOTA_TTL_SECONDS)
-        .invoke_async(&mut conn)
-        .await?;
-    let verdict = match verdict {
-        1 => StrictVerdict::Allowed,
-        2 => StrictVerdict::QuotaExceeded,
-        _ => StrictVerdict::RateLimited,
-    };
-    Ok(StrictReply {
-        verdict,
-        backlog_nanos: backlog_us.saturating_mul(1000),
-        quota_used: used,
-    })
 }

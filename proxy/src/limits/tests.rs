@@ -1,9 +1,13 @@
-//! The limiter's in-memory decisions (the Redis side is tested through the binary in
-//! `tests/limits.rs`).
+//! The limiter's in-memory decisions, and its breaker against a Redis stand-in (the real
+//! Redis side is tested through the binary in `tests/limits.rs`).
 
+use std::time::Instant;
+
+use prometheus_client::registry::Registry;
 use proptest::prelude::*;
 use tollgate_core::plan::PlanSpec;
 
+use super::clock::current_month;
 use super::*;
 
 fn plan(rate: u32, burst: u32, quota: Option<(u64, &str)>, failure_mode: &str) -> Plan {
@@ -143,4 +147,136 @@ proptest! {
         prop_assert!(admitted <= u64::from(burst) + now.div_ceil(entry.fallback.period()));
         prop_assert_eq!(entry.quota_used(), admitted);
     }
+}
+
+/// Log lines, captured for one test (the subscriber is the test thread's default).
+#[derive(Clone, Default)]
+struct Logs(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock())
+            .matches(needle)
+            .count()
+    }
+}
+
+/// The value of the unlabelled metric `name` as a scrape would read it.
+fn scraped(registry: &Registry, name: &str) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+fn cluster_gauge(registry: &Registry) -> String {
+    scraped(registry, "gateway_limiter_cluster_available")
+}
+
+/// Awaits `condition`, checking every millisecond for at most ten seconds.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn strict_plan() -> Plan {
+    let spec: PlanSpec = serde_json::from_value(serde_json::json!({
+        "id": tollgate_core::PlanId::new(),
+        "name": "strict",
+        "rate": {"requests_per_second": 10, "burst": 10, "strict": true},
+        "failure_mode": "open",
+        "pricing": {"currency": "USD", "base_fee_minor": 0, "model": "flat"},
+    }))
+    .unwrap();
+    Plan::new(spec).unwrap()
+}
+
+/// The breaker, its gauge and its log line change together, whichever path trips it: here a
+/// strict decision whose script fails while the sync service's connection stays up.
+#[tokio::test]
+async fn a_failed_strict_decision_opens_the_breaker_its_gauge_and_its_log_line_together() {
+    let logs = Logs::default();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let redis = fake_redis::FakeRedis::start().await;
+    let limiter = Arc::new(Limiter::new(LimiterSettings {
+        replicas: 2,
+        cluster: true,
+    }));
+    let mut registry = Registry::default();
+    limiter.metrics().register(&mut registry);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let settings = SyncSettings {
+        interval: Duration::from_millis(5),
+        retry_interval: Duration::from_millis(5),
+        ..SyncSettings::new(redis.url())
+    };
+    let sync = tokio::spawn(run_sync(limiter.clone(), Some(settings), shutdown));
+
+    until("the cluster limiter is in use", || {
+        limiter.cluster_available()
+    })
+    .await;
+    assert_eq!(cluster_gauge(&registry), "1");
+    assert_eq!(logs.count("Cluster rate limits in force"), 1);
+
+    redis.fail_scripts(true);
+    let decision = limiter.check(TenantId::new(), &strict_plan()).await;
+    assert_eq!(decision.verdict, LimitVerdict::Allowed, "decided locally");
+    assert_eq!(decision.policy.requests_per_second, 5, "the local share");
+    assert!(!limiter.cluster_available());
+    assert_eq!(
+        cluster_gauge(&registry),
+        "0",
+        "the gauge says the cluster limiter is in use while it is not"
+    );
+    assert_eq!(logs.count("Redis unreachable"), 1);
+
+    // The sync service's flushes fail too (the admission just made is pending): the breaker is
+    // already open, so nothing changes and nothing is logged twice.
+    until("a flush failed", || {
+        scraped(&registry, "gateway_limiter_sync_failures_total") != "0"
+    })
+    .await;
+    assert_eq!(cluster_gauge(&registry), "0");
+    assert_eq!(logs.count("Redis unreachable"), 1);
+
+    redis.fail_scripts(false);
+    until("the cluster limiter is back", || {
+        limiter.cluster_available()
+    })
+    .await;
+    assert_eq!(cluster_gauge(&registry), "1");
+    assert_eq!(logs.count("Cluster rate limits in force"), 2);
+
+    stop.send(true).unwrap();
+    sync.await.unwrap();
 }
