@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -170,6 +171,10 @@ impl Gateway {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules: Pingora's default adds a response-compression module that is
+    /// disabled but still runs for every request and body chunk.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
@@ -434,9 +439,9 @@ impl ProxyHttp for Gateway {
             Outcome::Proxied
         });
         self.metrics.count_request(status, outcome);
-        self.metrics.observe_duration(elapsed.as_secs_f64());
+        self.metrics.observe_duration(elapsed);
         if let Some(upstream) = ctx.upstream_elapsed {
-            self.metrics.observe_upstream(upstream.as_secs_f64());
+            self.metrics.observe_upstream(upstream);
         }
         let Some(usage) = self.usage.as_ref().filter(|_| ctx.reached_auth) else {
             return;

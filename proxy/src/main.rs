@@ -279,6 +279,10 @@ fn main() -> anyhow::Result<()> {
         threads: cli.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
+        // One current-thread runtime per worker thread, as nginx has one event loop per
+        // worker: Pingora's default (work stealing) builds a multi-thread runtime, even for one
+        // thread, whose wake-ups cross threads (docs/architecture.md, "Proxy cost").
+        work_stealing: false,
         grace_period_seconds: Some(cli.grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
