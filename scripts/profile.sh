@@ -45,7 +45,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$DIR/spool"' EXIT
 
 for tool in valgrind callgrind_control perf wrk curl nginx:/usr/sbin/nginx; do
   path=${tool#*:}
@@ -249,6 +249,17 @@ ORDER=(b g0 g d c e429)
 if want c && ! grep -q '^REDIS_URL=' "$STACK_ENV" 2>/dev/null; then
   log "no $STACK_ENV: skipping (c) (start the services with scripts/stack.sh services)"
   ONLY=${ONLY//c/}
+fi
+if want c; then
+  # The usage topic, created fresh (the broker does not create topics on produce: events would
+  # go to the disk spool instead of Kafka).
+  TANSU_BIN=$(stack_value TANSU_BIN); KAFKA=$(stack_value KAFKA_BROKERS)
+  if [ -x "$TANSU_BIN" ]; then
+    "$TANSU_BIN" topic delete --broker "tcp://$KAFKA" tollgate-profile-usage >/dev/null 2>&1 || true
+    "$TANSU_BIN" topic create --broker "tcp://$KAFKA" --partitions 3 tollgate-profile-usage >/dev/null
+  else
+    log "no tansu binary in $STACK_ENV: (c) spools its usage events"
+  fi
 fi
 for config in "${ORDER[@]}"; do
   want "$config" || continue

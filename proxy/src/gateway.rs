@@ -36,6 +36,9 @@ use crate::snapshot::{RouteConfig, SnapshotHandle, UpstreamEndpoint};
 use crate::upstream_health::UpstreamHealth;
 use crate::usage::UsageSink;
 
+/// The credential header besides `Authorization`, removed before forwarding.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// Gateway settings that do not come from the config snapshot.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
@@ -91,6 +94,23 @@ pub struct RequestCtx {
     forward_path: Option<String>,
     /// The upstream chosen for this attempt.
     endpoint: Option<Arc<UpstreamEndpoint>>,
+    /// `request_id` as a header value, encoded once (it goes upstream and back).
+    request_id_value: Option<http::HeaderValue>,
+}
+
+impl RequestCtx {
+    /// The request id as a header value (hyphenated, lower case).
+    fn request_id_value(&mut self) -> http::HeaderValue {
+        if let Some(value) = &self.request_id_value {
+            return value.clone();
+        }
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = self.request_id.hyphenated().encode_lower(&mut buf);
+        let value = http::HeaderValue::from_str(text)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        self.request_id_value = Some(value.clone());
+        value
+    }
 }
 
 /// Failed authentications per client address (a count-min sketch; approximate by design).
@@ -198,6 +218,7 @@ impl ProxyHttp for Gateway {
             peer_trusted: false,
             forward_path: None,
             endpoint: None,
+            request_id_value: None,
         }
     }
 
@@ -314,14 +335,14 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        upstream_request.remove_header("authorization");
-        upstream_request.remove_header("x-api-key");
+        upstream_request.remove_header(&http::header::AUTHORIZATION);
+        upstream_request.remove_header(&X_API_KEY);
         if let Some(tenant) = ctx.tenant {
-            upstream_request.insert_header("x-tenant-id", tenant.to_string())?;
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = tenant.as_uuid().hyphenated().encode_lower(&mut buf);
+            upstream_request.insert_header("x-tenant-id", &*id)?;
         }
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = ctx.request_id.hyphenated().encode_lower(&mut id);
-        upstream_request.insert_header("x-request-id", &*id)?;
+        upstream_request.insert_header("x-request-id", ctx.request_id_value())?;
         headers::set_forwarding_headers(
             upstream_request,
             ctx.peer_ip,
@@ -352,11 +373,7 @@ impl ProxyHttp for Gateway {
         if let Some(decision) = &ctx.limit {
             headers::apply_limit_headers(upstream_response, decision)?;
         }
-        let mut id = uuid::Uuid::encode_buffer();
-        upstream_response.insert_header(
-            "x-request-id",
-            &*ctx.request_id.hyphenated().encode_lower(&mut id),
-        )?;
+        upstream_response.insert_header("x-request-id", ctx.request_id_value())?;
         Ok(())
     }
 

@@ -290,7 +290,13 @@ mod tests {
         assert!(text.contains(&(line("0.005") + "2")), "{text}");
         assert!(text.contains(&(line("10.0") + "2")), "{text}");
         assert!(text.contains(&(line("+Inf") + "3")), "{text}");
-        assert!(text.contains("gateway_request_duration_seconds_count 3"), "{text}");
-        assert!(text.contains("gateway_request_duration_seconds_sum 60.0031"), "{text}");
+        assert!(
+            text.contains("gateway_request_duration_seconds_count 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gateway_request_duration_seconds_sum 60.0031"),
+            "{text}"
+        );
     }
 }

@@ -69,7 +69,9 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .context("BARE_PINGORA_UPSTREAM is not an address")?;
     let threads = match env("TOLLGATE_PROXY_THREADS") {
-        Some(v) => v.parse().context("TOLLGATE_PROXY_THREADS is not a number")?,
+        Some(v) => v
+            .parse()
+            .context("TOLLGATE_PROXY_THREADS is not a number")?,
         None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
     };
     let pingora_defaults = env("BARE_PINGORA_DEFAULTS").as_deref() == Some("1");

@@ -122,7 +122,9 @@ impl Refusal {
         keepalive_seconds: u64,
     ) -> Result<()> {
         let body = self.body();
-        let mut header = ResponseHeader::build(self.status, Some(10))?;
+        // Without the case map of header names: every name here is lower case already, and
+        // each insert would otherwise go into two maps.
+        let mut header = ResponseHeader::build_no_case(self.status, Some(16))?;
         header.insert_header("content-type", "application/json")?;
         header.insert_header("content-length", body.len())?;
         header.insert_header("x-request-id", request_id)?;
@@ -188,7 +190,12 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&refusal.body()).unwrap();
         assert_eq!(body["error"]["code"], "no_route");
         assert_eq!(body["error"]["message"], "no \"route\"");
-        let odd = Refusal::new(400, "x", "tab\t, back\\slash, bell\u{7}, é", Outcome::Rejected);
+        let odd = Refusal::new(
+            400,
+            "x",
+            "tab\t, back\\slash, bell\u{7}, é",
+            Outcome::Rejected,
+        );
         let body: serde_json::Value = serde_json::from_str(&odd.body()).unwrap();
         assert_eq!(body["error"]["message"], "tab\t, back\\slash, bell\u{7}, é");
     }
