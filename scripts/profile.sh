@@ -125,6 +125,8 @@ EOF
 }
 nginx_conf upstream "$UPSTREAM_PORT" 'default_type text/plain; return 200 "hello from the upstream\n";' 1 >"$DIR/upstream.conf"
 nginx_conf nginx-proxy "$NGINX_PORT" 'proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";' "$THREADS" >"$DIR/nginx-proxy.conf"
+# Under valgrind: one process, the worker's loop in the master (what callgrind can follow).
+sed 's/^master_process on;/master_process off;/' "$DIR/nginx-proxy.conf" >"$DIR/nginx-proxy-single.conf"
 
 wait_for() { # port path [header]
   local i
@@ -170,9 +172,10 @@ start_sut() {
   local config=$1; shift
   case $config in
     b)
-      start "$SUT_CPUS" "$@" /usr/sbin/nginx -p "$DIR" -e "$DIR/nginx-proxy.error.log" -c "$DIR/nginx-proxy.conf"
+      local conf=nginx-proxy; [ $# -gt 0 ] && conf=nginx-proxy-single
+      start "$SUT_CPUS" "$@" /usr/sbin/nginx -p "$DIR" -e "$DIR/nginx-proxy.error.log" -c "$DIR/$conf.conf"
       PORT=$NGINX_PORT; wait_for "$PORT" /
-      SUT=$(pgrep -P "$STARTED" | tr '\n' ',' | sed 's/,$//') ;;
+      if [ $# -gt 0 ]; then SUT=$STARTED; else SUT=$(pgrep -P "$STARTED" | tr '\n' ',' | sed 's/,$//'); fi ;;
     g | g0)
       local defaults=0; [ "$config" = g0 ] && defaults=1
       start "$SUT_CPUS" env TOLLGATE_PROXY_LISTEN="127.0.0.1:$PROXY_PORT" TOLLGATE_PROXY_THREADS="$THREADS" \
@@ -264,7 +267,7 @@ fi
 for config in "${ORDER[@]}"; do
   want "$config" || continue
   [ "${PROFILE_SKIP_SYSCALLS:-0}" = 1 ] || measure_syscalls "$config"
-  if [ "${PROFILE_SKIP_CALLGRIND:-0}" != 1 ] && [ "$config" != b ]; then measure_callgrind "$config"; fi
+  [ "${PROFILE_SKIP_CALLGRIND:-0}" = 1 ] || measure_callgrind "$config"
 done
 
 {
