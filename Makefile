@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status services test lint fmt bench bench-ingest bench-invoicing loadtest fuzz dashboard
+.PHONY: up down status services test lint fmt bench bench-ingest bench-invoicing loadtest profile fuzz dashboard
 
 ## Start services, build, migrate, seed the demo tenant and start every service binary.
 up:
@@ -56,6 +56,11 @@ bench-invoicing: services
 ## loadtest/results/. LOADTEST_SECONDS, LOADTEST_ROUNDS, … (README, "Load tests").
 loadtest:
 	scripts/loadtest.sh
+
+## Instructions (callgrind), syscalls and context switches (perf) per request for nginx, bare
+## Pingora and Tollgate: counts that a busy machine does not change (PROFILE_*, see the script).
+profile:
+	scripts/profile.sh
 
 ## Fuzz the parsers of untrusted input (nightly; FUZZ_SECONDS per target, default 60).
 fuzz:

@@ -120,9 +120,9 @@ main() {
   trap 'stop_leftovers; clean_services' EXIT
   create_topic
 
-  log "building release binaries (tollgate-proxy, tollgate-loadtest, ingest_bench)"
+  log "building release binaries (tollgate-proxy, tollgate-bare-pingora, tollgate-loadtest, ingest_bench)"
   (cd "$ROOT" && cargo build --release --locked --quiet -p tollgate-proxy -p tollgate-loadtest \
-    --bin tollgate-proxy --bin tollgate-loadtest)
+    --bin tollgate-proxy --bin tollgate-bare-pingora --bin tollgate-loadtest)
   local target=${CARGO_TARGET_DIR:-$ROOT/target}
   if [ "${LOADTEST_SKIP_INGEST:-0}" != 1 ]; then
     (cd "$ROOT" && cargo build --release --locked --quiet -p tollgate-metering --example ingest_bench)

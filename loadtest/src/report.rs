@@ -192,6 +192,7 @@ impl Results {
     pub fn compute_ratios(&mut self) {
         let m = |letter: &str, metric: &str| self.scenario(letter)?.median(metric);
         let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
         let rps = "requests_per_second";
         let fixed = "cpu_s_per_10k_fixed_rate";
         let max = "cpu_s_per_10k_max_rate";
@@ -218,6 +219,30 @@ impl Results {
             (
                 "cpu_per_request_f_over_c_max_rate",
                 ratio(m("f", max), m("c", max)),
+            ),
+            (
+                "cpu_per_request_g_over_b_max_rate",
+                ratio(m("g", max), m("b", max)),
+            ),
+            (
+                "cpu_per_request_c_over_g_max_rate",
+                ratio(m("c", max), m("g", max)),
+            ),
+            ("throughput_i_over_h", ratio(m("i", rps), m("h", rps))),
+            ("throughput_i_over_c", ratio(m("i", rps), m("c", rps))),
+            ("throughput_h_over_b", ratio(m("h", rps), m("b", rps))),
+            (
+                "cpu_per_request_i_over_h_max_rate",
+                ratio(m("i", max), m("h", max)),
+            ),
+            ("throughput_j_over_i", ratio(m("j", rps), m("i", rps))),
+            (
+                "cpu_per_request_j_over_i_max_rate",
+                ratio(m("j", max), m("i", max)),
+            ),
+            (
+                "p99_ms_c_minus_a_fixed_rate",
+                diff(m("c", "p99_ms"), m("a", "p99_ms")),
             ),
         ]
         .into_iter()

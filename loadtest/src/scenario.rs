@@ -30,17 +30,30 @@ pub enum Scenario {
     Storm,
     /// (f) The full stack with many tenants, one key each, rotated per request.
     ManyTenants,
+    /// (g) Bare Pingora: forwarding with the gateway's runtime settings and nothing else.
+    BarePingora,
+    /// (h) nginx `proxy_pass` with two workers on both CPUs.
+    NginxTwo,
+    /// (i) The full stack with two worker threads on both CPUs.
+    FullTwo,
+    /// (j) The full stack as `make up` and the chart run it: default threads (the cores), not
+    /// pinned.
+    Default,
 }
 
 impl Scenario {
     /// Every scenario, in base order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 10] = [
         Self::Direct,
         Self::Nginx,
         Self::Full,
         Self::AuthOnly,
         Self::Storm,
         Self::ManyTenants,
+        Self::BarePingora,
+        Self::NginxTwo,
+        Self::FullTwo,
+        Self::Default,
     ];
 
     /// The letter of the issue (`a`…`f`).
@@ -52,6 +65,10 @@ impl Scenario {
             Self::AuthOnly => "d",
             Self::Storm => "e",
             Self::ManyTenants => "f",
+            Self::BarePingora => "g",
+            Self::NginxTwo => "h",
+            Self::FullTwo => "i",
+            Self::Default => "j",
         }
     }
 
@@ -60,7 +77,7 @@ impl Scenario {
         Self::ALL
             .into_iter()
             .find(|s| s.letter() == letter)
-            .with_context(|| format!("LOADTEST_SCENARIOS: unknown scenario {letter:?} (a–f)"))
+            .with_context(|| format!("LOADTEST_SCENARIOS: unknown scenario {letter:?} (a–j)"))
     }
 
     /// Short name.
@@ -72,6 +89,10 @@ impl Scenario {
             Self::AuthOnly => "Tollgate auth only",
             Self::Storm => "Tollgate 90 % 429",
             Self::ManyTenants => "Tollgate 10k tenants",
+            Self::BarePingora => "bare Pingora",
+            Self::NginxTwo => "nginx, 2 workers",
+            Self::FullTwo => "Tollgate full, 2 threads",
+            Self::Default => "Tollgate full, defaults",
         }
     }
 
@@ -96,11 +117,35 @@ impl Scenario {
                 "as (c) with N tenants of one key each; wrk rotates the keys per request \
                  (Lua); oha cannot rotate headers and sends one of them"
             }
+            Self::BarePingora => {
+                "tollgate-bare-pingora: Pingora forwarding to the upstream with the gateway's \
+                 runtime and upstream settings, no policy: the floor of (c)"
+            }
+            Self::NginxTwo => {
+                "as (b) with 2 worker processes; it, the upstream and the load generator share \
+                 both CPUs"
+            }
+            Self::FullTwo => {
+                "as (c) with 2 worker threads; it, the upstream and the load generator share \
+                 both CPUs (compare with (h))"
+            }
+            Self::Default => {
+                "as (c) with the defaults of `make up` and the chart: TOLLGATE_PROXY_THREADS \
+                 unset (one per core) and no CPU pinning"
+            }
         }
     }
 
     fn is_gateway(self) -> bool {
-        !matches!(self, Self::Direct | Self::Nginx)
+        !matches!(
+            self,
+            Self::Direct | Self::Nginx | Self::NginxTwo | Self::BarePingora
+        )
+    }
+
+    /// Runs on both CPUs rather than the system under test's alone.
+    fn spans_cpus(self) -> bool {
+        matches!(self, Self::NginxTwo | Self::FullTwo | Self::Default)
     }
 }
 
@@ -203,6 +248,10 @@ impl Lab {
             dir.join("nginx-proxy.conf"),
             fixtures::proxy_nginx_conf(dir, settings.ports.nginx_proxy, upstream, settings.workers),
         )?;
+        std::fs::write(
+            dir.join("nginx-proxy-2.conf"),
+            fixtures::proxy_nginx_conf(dir, settings.ports.nginx_proxy, upstream, 2),
+        )?;
         for name in ["upstream", "nginx-proxy"] {
             std::fs::create_dir_all(dir.join(format!("{name}-temp")))?;
         }
@@ -272,8 +321,12 @@ impl Lab {
     fn credentials(&self, scenario: Scenario) -> Credentials {
         let dir = &self.settings.work_dir;
         match scenario {
-            Scenario::Direct | Scenario::Nginx => Credentials::None,
-            Scenario::Full | Scenario::AuthOnly => Credentials::Key(self.single_key.clone()),
+            Scenario::Direct | Scenario::Nginx | Scenario::NginxTwo | Scenario::BarePingora => {
+                Credentials::None
+            }
+            Scenario::Full | Scenario::AuthOnly | Scenario::FullTwo | Scenario::Default => {
+                Credentials::Key(self.single_key.clone())
+            }
             Scenario::Storm => Credentials::Rotated {
                 lua: dir.join("storm.lua"),
                 oha_key: self.storm_throttled_key.clone(),
@@ -287,8 +340,10 @@ impl Lab {
 
     fn smoke_key(&self, scenario: Scenario) -> Option<&str> {
         match scenario {
-            Scenario::Direct | Scenario::Nginx => None,
-            Scenario::Full | Scenario::AuthOnly => Some(&self.single_key),
+            Scenario::Direct | Scenario::Nginx | Scenario::NginxTwo | Scenario::BarePingora => None,
+            Scenario::Full | Scenario::AuthOnly | Scenario::FullTwo | Scenario::Default => {
+                Some(&self.single_key)
+            }
             Scenario::Storm => Some(&self.storm_good_key),
             Scenario::ManyTenants => Some(&self.many_first_key),
         }
@@ -341,7 +396,6 @@ impl Lab {
                 "TOLLGATE_PROXY_ADMIN_LISTEN",
                 format!("127.0.0.1:{}", s.ports.gateway_admin),
             ),
-            ("TOLLGATE_PROXY_THREADS", s.workers.to_string()),
             ("TOLLGATE_PROXY_GRACE_SECONDS", "0".into()),
             ("TOLLGATE_PROXY_INSTANCE", "loadtest".into()),
             // The upstreams of the load test listen on loopback, refused unless allowed.
@@ -352,6 +406,12 @@ impl Lab {
         ]
         .map(|(k, v)| (k.to_owned(), v))
         .into();
+        match scenario {
+            // The defaults: one thread per core.
+            Scenario::Default => {}
+            Scenario::FullTwo => env.push(("TOLLGATE_PROXY_THREADS".into(), "2".into())),
+            _ => env.push(("TOLLGATE_PROXY_THREADS".into(), s.workers.to_string())),
+        }
         if scenario == Scenario::AuthOnly {
             env.push(("TOLLGATE_USAGE_DISABLED".into(), "true".into()));
         } else {
@@ -375,7 +435,7 @@ impl Lab {
         process::ensure_free(s.ports.gateway_admin)?;
         let mut proxy = Managed::start(
             &format!("tollgate-proxy-{tag}"),
-            &s.sut_cpus,
+            self.sut_cpus(scenario),
             &s.bin_dir.join("tollgate-proxy"),
             &[],
             &env,
@@ -389,6 +449,56 @@ impl Lab {
         Ok(proxy)
     }
 
+    /// CPUs of the system under test in `scenario`.
+    fn sut_cpus(&self, scenario: Scenario) -> &str {
+        if scenario.spans_cpus() {
+            &self.settings.all_cpus
+        } else {
+            &self.settings.sut_cpus
+        }
+    }
+
+    /// CPUs of the load generator (and the upstream) in `scenario`.
+    fn client_cpus(&self, scenario: Scenario) -> &str {
+        if scenario.spans_cpus() {
+            &self.settings.all_cpus
+        } else {
+            &self.settings.client_cpus
+        }
+    }
+
+    fn start_bare_pingora(&self) -> anyhow::Result<Managed> {
+        let s = &self.settings;
+        process::ensure_free(s.ports.gateway)?;
+        let env: Vec<(String, String)> = [
+            (
+                "TOLLGATE_PROXY_LISTEN",
+                format!("127.0.0.1:{}", s.ports.gateway),
+            ),
+            ("TOLLGATE_PROXY_THREADS", s.workers.to_string()),
+            (
+                "BARE_PINGORA_UPSTREAM",
+                format!("127.0.0.1:{}", s.ports.upstream),
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
+        let mut bare = Managed::start(
+            "bare-pingora",
+            &s.sut_cpus,
+            &s.bin_dir.join("tollgate-bare-pingora"),
+            &[],
+            &env,
+            &s.work_dir,
+        )?;
+        let port = s.ports.gateway;
+        process::wait_until("tollgate-bare-pingora", Duration::from_secs(30), || {
+            bare.check_alive().is_ok() && process::http_status(port, "/", &[]) == Some(200)
+        })?;
+        bare.check_alive()?;
+        Ok(bare)
+    }
+
     /// Runs `scenario` once (round `round`).
     pub fn run(&self, scenario: Scenario, round: u32) -> anyhow::Result<RunResult> {
         let s = &self.settings;
@@ -398,8 +508,9 @@ impl Lab {
         let upstream_cpus = if scenario == Scenario::Direct {
             &s.sut_cpus
         } else {
-            &s.client_cpus
+            self.client_cpus(scenario)
         };
+        let client_cpus = self.client_cpus(scenario);
         let upstream = self.start_nginx("upstream", upstream_cpus, s.ports.upstream)?;
         let (sut, port) = match scenario {
             Scenario::Direct => (None, s.ports.upstream),
@@ -407,10 +518,16 @@ impl Lab {
                 Some(self.start_nginx("nginx-proxy", &s.sut_cpus, s.ports.nginx_proxy)?),
                 s.ports.nginx_proxy,
             ),
+            Scenario::NginxTwo => (
+                Some(self.start_nginx("nginx-proxy-2", &s.all_cpus, s.ports.nginx_proxy)?),
+                s.ports.nginx_proxy,
+            ),
+            Scenario::BarePingora => (Some(self.start_bare_pingora()?), s.ports.gateway),
             _ => (Some(self.start_gateway(scenario, &tag)?), s.ports.gateway),
         };
         let measured: Vec<u32> = match (&sut, scenario.is_gateway()) {
             (Some(proxy), true) => vec![proxy.pid()],
+            (Some(bare), false) if scenario == Scenario::BarePingora => vec![bare.pid()],
             (Some(nginx), false) => process::children(nginx.pid()),
             (None, _) => process::children(upstream.pid()),
         };
@@ -431,7 +548,7 @@ impl Lab {
         let credentials = self.credentials(scenario);
         let raw = |what: &str| dir.join(format!("{tag}-{what}"));
         generators::run_wrk(
-            &s.client_cpus,
+            client_cpus,
             &url,
             s.connections,
             s.warmup_seconds.max(1),
@@ -443,7 +560,7 @@ impl Lab {
         let before = cpu()?;
         let wrk_started = std::time::Instant::now();
         let wrk = generators::run_wrk(
-            &s.client_cpus,
+            client_cpus,
             &url,
             s.connections,
             s.seconds,
@@ -455,7 +572,7 @@ impl Lab {
         let backing_before = self.backing_ticks();
         let oha = generators::run_oha(
             &s.oha,
-            &s.client_cpus,
+            client_cpus,
             &url,
             s.connections,
             s.seconds,
@@ -500,20 +617,23 @@ impl Lab {
         })
     }
 
-    /// Measures the highest throughput of (b) once, to derive oha's rate from it.
+    /// Measures the highest throughput of (c), the full stack, once: the fixed rate is half
+    /// of it, a rate every configuration sustains, so the fixed-rate latencies compare what
+    /// each adds rather than queueing.
     pub fn calibrate(settings: &Settings) -> anyhow::Result<f64> {
         let lab = Self::prepare(settings, 1000)?;
         let s = &lab.settings;
         let _upstream = lab.start_nginx("upstream", &s.client_cpus, s.ports.upstream)?;
-        let _nginx = lab.start_nginx("nginx-proxy", &s.sut_cpus, s.ports.nginx_proxy)?;
-        let url = format!("http://127.0.0.1:{}/", s.ports.nginx_proxy);
+        let _gateway = lab.start_gateway(Scenario::Full, "calibration")?;
+        let url = format!("http://127.0.0.1:{}/", s.ports.gateway);
         let dir = &s.work_dir;
+        let credentials = lab.credentials(Scenario::Full);
         generators::run_wrk(
             &s.client_cpus,
             &url,
             s.connections,
             s.warmup_seconds.max(1),
-            &Credentials::None,
+            &credentials,
             &dir.join("calibration-warmup.txt"),
         )?;
         let wrk = generators::run_wrk(
@@ -521,7 +641,7 @@ impl Lab {
             &url,
             s.connections,
             s.seconds,
-            &Credentials::None,
+            &credentials,
             &dir.join("calibration-wrk.txt"),
         )?;
         Ok(wrk.requests_per_second)

@@ -32,7 +32,7 @@ pub struct Settings {
     pub rounds: u32,
     /// Connections held by wrk and oha.
     pub connections: u32,
-    /// Fixed rate for oha; `None` measures baseline (b) first and takes half its maximum.
+    /// Fixed rate for oha; `None` measures the full stack (c) first and takes half its maximum.
     pub rate: Option<u32>,
     /// Scenarios to run, in their base order.
     pub scenarios: Vec<Scenario>,
@@ -42,6 +42,8 @@ pub struct Settings {
     pub sut_cpus: String,
     /// CPU list of the load generator (and of the upstream, unless it is the system under test).
     pub client_cpus: String,
+    /// Every CPU: configurations (h), (i) and (j) run everything on them.
+    pub all_cpus: String,
     /// Worker threads of the gateway and worker processes of each nginx.
     pub workers: u32,
     /// Private configs, pid files, logs and raw tool outputs.
@@ -137,6 +139,7 @@ impl Settings {
             tenants: number("LOADTEST_TENANTS", 10_000)?,
             sut_cpus: var("LOADTEST_SUT_CPUS").unwrap_or_else(|| "0".into()),
             client_cpus: var("LOADTEST_CLIENT_CPUS").unwrap_or_else(|| "1".into()),
+            all_cpus: var("LOADTEST_ALL_CPUS").unwrap_or_else(|| "0,1".into()),
             workers: number("LOADTEST_WORKERS", 1)?,
             work_dir: var("LOADTEST_DIR")
                 .map_or_else(|| root.join(".tollgate/loadtest"), PathBuf::from),

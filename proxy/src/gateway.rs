@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -34,6 +35,9 @@ use crate::metrics::GatewayMetrics;
 use crate::snapshot::{RouteConfig, SnapshotHandle, UpstreamEndpoint};
 use crate::upstream_health::UpstreamHealth;
 use crate::usage::UsageSink;
+
+/// The credential header besides `Authorization`, removed before forwarding.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 /// Gateway settings that do not come from the config snapshot.
 #[derive(Debug, Clone)]
@@ -90,6 +94,23 @@ pub struct RequestCtx {
     forward_path: Option<String>,
     /// The upstream chosen for this attempt.
     endpoint: Option<Arc<UpstreamEndpoint>>,
+    /// `request_id` as a header value, encoded once (it goes upstream and back).
+    request_id_value: Option<http::HeaderValue>,
+}
+
+impl RequestCtx {
+    /// The request id as a header value (hyphenated, lower case).
+    fn request_id_value(&mut self) -> http::HeaderValue {
+        if let Some(value) = &self.request_id_value {
+            return value.clone();
+        }
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = self.request_id.hyphenated().encode_lower(&mut buf);
+        let value = http::HeaderValue::from_str(text)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        self.request_id_value = Some(value.clone());
+        value
+    }
 }
 
 /// Failed authentications per client address (a count-min sketch; approximate by design).
@@ -171,6 +192,10 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default adds a response-compression module that is
+    /// disabled but still runs for every request and body chunk.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Instant::now(),
@@ -193,6 +218,7 @@ impl ProxyHttp for Gateway {
             peer_trusted: false,
             forward_path: None,
             endpoint: None,
+            request_id_value: None,
         }
     }
 
@@ -309,14 +335,14 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        upstream_request.remove_header("authorization");
-        upstream_request.remove_header("x-api-key");
+        upstream_request.remove_header(&http::header::AUTHORIZATION);
+        upstream_request.remove_header(&X_API_KEY);
         if let Some(tenant) = ctx.tenant {
-            upstream_request.insert_header("x-tenant-id", tenant.to_string())?;
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = tenant.as_uuid().hyphenated().encode_lower(&mut buf);
+            upstream_request.insert_header("x-tenant-id", &*id)?;
         }
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = ctx.request_id.hyphenated().encode_lower(&mut id);
-        upstream_request.insert_header("x-request-id", &*id)?;
+        upstream_request.insert_header("x-request-id", ctx.request_id_value())?;
         headers::set_forwarding_headers(
             upstream_request,
             ctx.peer_ip,
@@ -347,11 +373,7 @@ impl ProxyHttp for Gateway {
         if let Some(decision) = &ctx.limit {
             headers::apply_limit_headers(upstream_response, decision)?;
         }
-        let mut id = uuid::Uuid::encode_buffer();
-        upstream_response.insert_header(
-            "x-request-id",
-            &*ctx.request_id.hyphenated().encode_lower(&mut id),
-        )?;
+        upstream_response.insert_header("x-request-id", ctx.request_id_value())?;
         Ok(())
     }
 
@@ -434,9 +456,9 @@ impl ProxyHttp for Gateway {
             Outcome::Proxied
         });
         self.metrics.count_request(status, outcome);
-        self.metrics.observe_duration(elapsed.as_secs_f64());
+        self.metrics.observe_duration(elapsed);
         if let Some(upstream) = ctx.upstream_elapsed {
-            self.metrics.observe_upstream(upstream.as_secs_f64());
+            self.metrics.observe_upstream(upstream);
         }
         let Some(usage) = self.usage.as_ref().filter(|_| ctx.reached_auth) else {
             return;

@@ -131,6 +131,10 @@ struct Cli {
     /// Compression of produced usage events: lz4, snappy, gzip or none.
     #[arg(long, env = "TOLLGATE_USAGE_COMPRESSION", default_value = "lz4")]
     usage_compression: String,
+    /// Milliseconds librdkafka waits to fill a batch of usage events (`linger.ms`).
+    #[arg(long, env = "TOLLGATE_USAGE_LINGER_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(0..=1_000))]
+    usage_linger_ms: u32,
     /// Seconds the usage pipeline gets at shutdown to deliver what it holds before spooling it.
     #[arg(long, env = "TOLLGATE_USAGE_FLUSH_SECONDS", default_value_t = 5)]
     usage_flush_seconds: u64,
@@ -198,6 +202,7 @@ fn main() -> anyhow::Result<()> {
                 spool_max_bytes: cli.usage_spool_max_bytes,
                 compression: cli.usage_compression.clone(),
                 stall_ms: cli.usage_stall_ms,
+                linger_ms: cli.usage_linger_ms,
                 ..UsageConfig::new(brokers.clone(), cli.usage_spool_dir.clone())
             };
             config.validate()?;
@@ -283,6 +288,10 @@ fn main() -> anyhow::Result<()> {
         threads: cli.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
+        // One current-thread runtime per worker thread, as nginx has one event loop per
+        // worker: Pingora's default (work stealing) builds a multi-thread runtime, even for one
+        // thread, whose wake-ups cross threads (docs/architecture.md, "Proxy cost").
+        work_stealing: false,
         grace_period_seconds: Some(cli.grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()

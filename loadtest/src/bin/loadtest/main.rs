@@ -30,13 +30,13 @@ fn main() -> anyhow::Result<()> {
     let (rate, rate_source) = match settings.rate {
         Some(rate) => (rate, "LOADTEST_RATE".to_owned()),
         None => {
-            println!("calibrating: highest throughput of (b) nginx proxy_pass …");
+            println!("calibrating: highest throughput of (c) Tollgate full stack …");
             let max = Lab::calibrate(&settings)?;
             let rate = rate_from(max);
-            println!("  (b) {max:.0} req/s → oha fixed rate {rate} req/s");
+            println!("  (c) {max:.0} req/s → oha fixed rate {rate} req/s");
             (
                 rate,
-                format!("50 % of (b)'s calibration run, {max:.0} req/s"),
+                format!("50 % of (c)'s calibration run, {max:.0} req/s"),
             )
         }
     };
