@@ -77,6 +77,8 @@ cat >"$WORK/schemathesis.toml" <<EOF
 "path.key_id" = "$(psql_db "SELECT id FROM api_keys ORDER BY created_at LIMIT 1")"
 "path.route_id" = "$(psql_db "SELECT id FROM routes ORDER BY created_at LIMIT 1")"
 "path.invoice_id" = "$invoice_id"
+# A plan that exists, so switching a subscription reaches its logic instead of 422 no_such_plan.
+"body.plan_id" = "$(psql_db "SELECT id FROM plans ORDER BY created_at LIMIT 1")"
 EOF
 TOLLGATE_DATABASE_URL=$db_url TOLLGATE_KEY_PEPPER=$pepper \
   TOLLGATE_CONTROL_API_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \

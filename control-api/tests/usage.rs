@@ -546,15 +546,17 @@ async fn roll_up_everything(h: &Harness) {
         .batch_execute(
             "BEGIN; DELETE FROM usage_hour_dirty; \
              INSERT INTO usage_hour AS h (hour, tenant_id, key_id, route_id, status_class, \
-                 request_count, billable_count, request_bytes, response_bytes, latency_us_sum) \
+                 request_count, billable_count, request_bytes, response_bytes, latency_us_sum, \
+                 latency_histogram) \
              SELECT date_trunc('hour', minute, 'UTC'), tenant_id, key_id, route_id, status_class, \
                     sum(request_count), sum(billable_count), sum(request_bytes), sum(response_bytes), \
-                    sum(latency_us_sum) \
+                    sum(latency_us_sum), tollgate_latency_histogram_sum(latency_histogram) \
                FROM usage_minute GROUP BY 1, 2, 3, 4, 5 \
              ON CONFLICT ON CONSTRAINT usage_hour_key DO UPDATE SET \
                  request_count = EXCLUDED.request_count, billable_count = EXCLUDED.billable_count, \
                  request_bytes = EXCLUDED.request_bytes, response_bytes = EXCLUDED.response_bytes, \
-                 latency_us_sum = EXCLUDED.latency_us_sum; COMMIT;",
+                 latency_us_sum = EXCLUDED.latency_us_sum, \
+                 latency_histogram = EXCLUDED.latency_histogram; COMMIT;"
         )
         .await
         .unwrap();
@@ -632,4 +634,82 @@ async fn hour_and_day_series_read_rolled_up_hours_with_the_same_results() {
         .unwrap();
     let (_, hours_only) = call!(app, get(&format!("{base}?{}", queries[0]), &viewer));
     assert_eq!(buckets(&hours_only), buckets(&series));
+}
+
+#[actix_web::test]
+async fn the_database_and_the_api_agree_on_the_latency_bucket_bounds() {
+    let h = Harness::new().await;
+    let bounds: Vec<i64> =
+        h.db.client()
+            .await
+            .query_one("SELECT tollgate_latency_bounds_ms()", &[])
+            .await
+            .unwrap()
+            .get(0);
+    let ours: Vec<i64> = tollgate_core::latency::BOUNDS_MS
+        .iter()
+        .map(|&b| i64::try_from(b).unwrap())
+        .collect();
+    assert_eq!(bounds, ours);
+}
+
+#[actix_web::test]
+async fn p95_latency_comes_from_the_histograms_of_minutes_and_of_rolled_up_hours() {
+    let h = Harness::new().await;
+    let app = app!(h);
+    let viewer = h.token(&h.own.viewer);
+    let client = h.db.client().await;
+    // 22:05: 90 requests under 1 ms; 22:10: 10 requests in [30 ms, 50 ms); 23:00: none.
+    // Over the range the 95th of 100 is the 5th of the 10 slow ones: 30 + 20 × 5/10 = 40 ms.
+    for (minute, slot, n) in [
+        ("2026-03-01T22:05:00Z", 1, 90i64),
+        ("2026-03-01T22:10:00Z", 10, 10),
+    ] {
+        let at = OffsetDateTime::parse(minute, &Rfc3339).unwrap();
+        client
+            .execute(
+                "INSERT INTO usage_minute (minute, tenant_id, key_id, route_id, status_class, \
+                   request_count, billable_count, request_bytes, response_bytes, latency_us_sum, \
+                   latency_histogram) \
+                 VALUES ($1, $2, 'AbCdEf0123456789', $3, 2, $4, $4, 0, 0, 0, \
+                         tollgate_latency_histogram_of($5, $4))",
+                &[&at, &h.own.id, &h.own.route_id, &n, &slot],
+            )
+            .await
+            .unwrap();
+    }
+    let uri = format!(
+        "/api/v1/tenants/{}/usage?granularity=hour&from=2026-03-01T22:00:00Z&to=2026-03-02T00:00:00Z",
+        h.own.id
+    );
+    let (status, from_minutes) = call!(app, get(&uri, &viewer));
+    assert_eq!(status, 200, "{from_minutes}");
+    assert_eq!(from_minutes["p95_latency_us"], 40_000);
+    assert_eq!(from_minutes["p95_latency_below_us"], 50_000);
+    assert_eq!(from_minutes["latency_samples"], 100);
+    assert_eq!(from_minutes["buckets"][0]["p95_latency_us"], 40_000);
+    assert_eq!(from_minutes["buckets"][1]["p95_latency_us"], Value::Null);
+    // Minute buckets: in the fast minute the 95th percentile is the 86th of 90 requests in
+    // [0, 1 ms): 1000 µs × 86/90, rounded down.
+    let (_, minutes) = call!(
+        app,
+        get(
+            &format!(
+                "/api/v1/tenants/{}/usage?granularity=minute&from=2026-03-01T22:05:00Z&to=2026-03-01T22:06:00Z",
+                h.own.id
+            ),
+            &viewer
+        )
+    );
+    assert_eq!(minutes["p95_latency_us"], 955);
+    // Rolled up into usage_hour, and then with the minutes gone, the answer is the same.
+    roll_up_everything(&h).await;
+    let (_, rolled) = call!(app, get(&uri, &viewer));
+    assert_eq!(rolled, from_minutes);
+    client
+        .execute("DELETE FROM usage_minute", &[])
+        .await
+        .unwrap();
+    let (_, hours_only) = call!(app, get(&uri, &viewer));
+    assert_eq!(hours_only, from_minutes);
 }

@@ -12,6 +12,7 @@ pub mod api_key;
 pub mod hex;
 pub mod ids;
 pub mod invoice_document;
+pub mod latency;
 #[cfg(feature = "metrics")]
 pub mod metrics_exposition;
 #[cfg(feature = "db")]

@@ -157,7 +157,7 @@ try {
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export CSV" }).click()]);
     const csv = readFileSync(await download.path(), "utf8");
     const rows = csv.trim().split("\r\n").slice(1).map((r) => r.split(","));
-    assert.equal(rows.reduce((n, r) => n + Number(r[r.length - 5] ?? 0), 0), SENT);
+    assert.equal(rows.reduce((n, r) => n + Number(r[r.length - 6] ?? 0), 0), SENT);
     // The overview's meter moved.
     await page.getByRole("link", { name: "Overview" }).click();
     const used = await until("the quota meter to count them", async () => {
@@ -166,6 +166,8 @@ try {
       return n >= before.body.billable_requests + SENT ? n : false;
     });
     assert.ok(used >= SENT);
+    // p95 from metering's latency histograms: a latency, not the "—" of no data.
+    await until("the overview to show a p95", async () => /^[0-9.,]+ (µs|ms)$/.test((await page.getByTestId("stat-latency").textContent()) ?? ""));
     const meter = page.getByRole("meter", { name: "Monthly quota used" });
     assert.equal(Number(await meter.getAttribute("aria-valuenow")), used);
     await page.getByTestId("stat-requests").filter({ hasText: String(SENT) }).waitFor();
@@ -292,6 +294,29 @@ try {
       await checkAccessibility(apage, name);
       await screenshots(apage, SHOTS, name);
     }
+    // Create a plan from the keyboard-usable form: the server's error lands at the field it names.
+    await apage.getByRole("link", { name: "Plans" }).click();
+    const planForm = apage.getByTestId("create-plan-form");
+    await planForm.getByLabel("Name", { exact: true }).fill("E2E graduated");
+    await planForm.getByLabel("Model").selectOption("graduated");
+    await planForm.getByLabel("Base fee per month (minor units, e.g. cents)").fill("4900");
+    const lastUpTo = planForm.getByLabel("Tier 2: up to (units)");
+    await lastUpTo.fill("50");
+    await planForm.getByRole("button", { name: "Create plan" }).click();
+    await planForm.getByRole("alert").waitFor();
+    assert.match(await planForm.getByRole("alert").textContent(), /pricing\.tiers\[1\]\.up_to/);
+    assert.equal(await lastUpTo.getAttribute("aria-invalid"), "true");
+    assert.equal(await lastUpTo.evaluate((el) => el === document.activeElement), true, "focus moves to the field the server named");
+    await checkAccessibility(apage, "plans-form-error");
+    await screenshots(apage, SHOTS, "plans-form-error");
+    await lastUpTo.fill("");
+    await lastUpTo.press("Enter");
+    await apage.getByText("Plan E2E graduated created.").waitFor();
+    await apage.getByTestId("plans-table").getByRole("rowheader", { name: "E2E graduated" }).waitFor();
+    await checkAccessibility(apage, "plans-created");
+    await screenshots(apage, SHOTS, "plans-created");
+    await apage.getByRole("link", { name: "Tenants" }).click();
+    await apage.getByTestId("tenants-table").waitFor();
     await apage.getByRole("button", { name: "Suspend demo" }).click();
     await screenshots(apage, SHOTS, "tenants-suspend-dialog");
     await apage.getByRole("button", { name: "Suspend tenant" }).click();

@@ -1,5 +1,6 @@
 //! The hourly roll-up: `usage_hour` recomputed from `usage_minute` for closed hours, as an
-//! idempotent upsert, so late events land in their hour.
+//! idempotent upsert, so late events land in their hour. Latency histograms are summed slot by
+//! slot like the counts (migration V7), so an hour's p95 is as exact as its minutes'.
 //!
 //! Which hours: every closed hour of the lookback window (48 h by default, a safety net) and
 //! every closed hour marked dirty, whatever its age: metering's writes to `usage_minute` mark
@@ -66,10 +67,11 @@ pub async fn roll_up_hour(
         .execute(
             "INSERT INTO usage_hour AS h (hour, tenant_id, key_id, route_id, status_class, \
                                           request_count, billable_count, request_bytes, \
-                                          response_bytes, latency_us_sum) \
+                                          response_bytes, latency_us_sum, latency_histogram) \
              SELECT $1::timestamptz, tenant_id, key_id, route_id, status_class, \
                     sum(request_count)::int8, sum(billable_count)::int8, sum(request_bytes)::int8, \
-                    sum(response_bytes)::int8, sum(latency_us_sum)::int8 \
+                    sum(response_bytes)::int8, sum(latency_us_sum)::int8, \
+                    tollgate_latency_histogram_sum(latency_histogram) \
                FROM usage_minute \
               WHERE minute >= $1::timestamptz AND minute < $1::timestamptz + interval '1 hour' \
               GROUP BY tenant_id, key_id, route_id, status_class \
@@ -77,11 +79,13 @@ pub async fn roll_up_hour(
              ON CONFLICT ON CONSTRAINT usage_hour_key DO UPDATE SET \
                 request_count = EXCLUDED.request_count, billable_count = EXCLUDED.billable_count, \
                 request_bytes = EXCLUDED.request_bytes, response_bytes = EXCLUDED.response_bytes, \
-                latency_us_sum = EXCLUDED.latency_us_sum \
+                latency_us_sum = EXCLUDED.latency_us_sum, \
+                latency_histogram = EXCLUDED.latency_histogram \
               WHERE (h.request_count, h.billable_count, h.request_bytes, h.response_bytes, \
-                     h.latency_us_sum) IS DISTINCT FROM \
+                     h.latency_us_sum, h.latency_histogram) IS DISTINCT FROM \
                     (EXCLUDED.request_count, EXCLUDED.billable_count, EXCLUDED.request_bytes, \
-                     EXCLUDED.response_bytes, EXCLUDED.latency_us_sum)",
+                     EXCLUDED.response_bytes, EXCLUDED.latency_us_sum, \
+                     EXCLUDED.latency_histogram)",
             &[&hour],
         )
         .await?;

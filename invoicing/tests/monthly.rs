@@ -488,3 +488,52 @@ async fn exit_codes_tell_a_cronjob_what_to_retry() {
     assert_eq!(out.status.code(), Some(65));
     assert_eq!(summary(&out), (0, 0, 1));
 }
+
+#[tokio::test]
+async fn hourly_sums_latency_histograms_slot_by_slot_and_a_late_minute_is_added() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let acme = tenant(&client, "acme").await;
+    // Two minutes of one hour: 3 requests in slot 2 and 4 in slot 5, then 5 more in slot 2.
+    let minute = |when: &'static str, slot: i32, n: i64| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "INSERT INTO usage_minute (minute, tenant_id, key_id, route_id, status_class, \
+                       request_count, billable_count, request_bytes, response_bytes, \
+                       latency_us_sum, latency_histogram) \
+                     VALUES ($1, $2, NULL, NULL, 2, $3, $3, 0, 0, 0, \
+                             tollgate_latency_histogram_of($4, $3))",
+                    &[&at(when), &acme, &n, &slot],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    minute("2026-10-20T09:01:00Z", 2, 3).await;
+    minute("2026-10-20T09:02:00Z", 5, 4).await;
+    run_ok(&db, &["hourly"]);
+    let hour = || {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT request_count, latency_histogram FROM usage_hour \
+                      WHERE tenant_id = $1 AND hour = '2026-10-20T09:00:00Z'",
+                    &[&acme],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, Vec<i64>>(1))
+        }
+    };
+    let mut expected = vec![0i64; tollgate_core::latency::SLOTS];
+    expected[1] = 3;
+    expected[4] = 4;
+    assert_eq!(hour().await, (7, expected.clone()));
+    minute("2026-10-20T09:03:00Z", 2, 5).await;
+    run_ok(&db, &["hourly"]);
+    expected[1] = 8;
+    assert_eq!(hour().await, (12, expected));
+}

@@ -1,5 +1,6 @@
 //! Writing a batch: one statement, so one transaction, that inserts the events with
-//! `ON CONFLICT DO NOTHING`, adds exactly the rows it inserted to `usage_minute`, and moves
+//! `ON CONFLICT DO NOTHING`, adds exactly the rows it inserted to `usage_minute` (counts, bytes,
+//! the latency sum and the latency histogram, all sums, so exact under any split), and moves
 //! each key's `last_used_at` to its newest event in the batch.
 //!
 //! Arrays are bound as parameters and expanded with `unnest`, so a batch of any size is one
@@ -30,14 +31,27 @@ inserted AS (
     RETURNING event_time, tenant_id, key_id, route_id, status, outcome, request_bytes,
               response_bytes, total_latency_us
 ),
+-- One row per (minute, tenant, key, route, status class, latency slot), then one per minute
+-- row with its histogram built from those counts: set-based, no per-event function calls
+-- beyond the slot.
+slotted AS (
+    SELECT date_trunc('minute', event_time) AS minute, tenant_id, key_id, route_id,
+           status / 100 AS status_class, tollgate_latency_slot(total_latency_us) AS slot,
+           count(*) AS requests, count(*) FILTER (WHERE outcome = 'proxied') AS billable,
+           sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes,
+           sum(total_latency_us) AS latency_us
+    FROM inserted
+    GROUP BY 1, 2, 3, 4, 5, 6
+),
 rolled AS (
     INSERT INTO usage_minute AS m (minute, tenant_id, key_id, route_id, status_class,
                                    request_count, billable_count, request_bytes,
-                                   response_bytes, latency_us_sum)
-    SELECT date_trunc('minute', event_time), tenant_id, key_id, route_id, status / 100,
-           count(*), count(*) FILTER (WHERE outcome = 'proxied'), sum(request_bytes),
-           sum(response_bytes), sum(total_latency_us)
-    FROM inserted
+                                   response_bytes, latency_us_sum, latency_histogram)
+    SELECT minute, tenant_id, key_id, route_id, status_class,
+           sum(requests), sum(billable), sum(request_bytes), sum(response_bytes),
+           sum(latency_us),
+           tollgate_latency_histogram_sum(tollgate_latency_histogram_of(slot, requests))
+    FROM slotted
     GROUP BY 1, 2, 3, 4, 5
     -- A fixed order takes row locks in the same order in every transaction: no deadlocks
     -- between replicas that touch the same minute rows during a rebalance.
@@ -47,7 +61,9 @@ rolled AS (
         billable_count = m.billable_count + EXCLUDED.billable_count,
         request_bytes = m.request_bytes + EXCLUDED.request_bytes,
         response_bytes = m.response_bytes + EXCLUDED.response_bytes,
-        latency_us_sum = m.latency_us_sum + EXCLUDED.latency_us_sum
+        latency_us_sum = m.latency_us_sum + EXCLUDED.latency_us_sum,
+        latency_histogram = tollgate_latency_histogram_add(m.latency_histogram,
+                                                           EXCLUDED.latency_histogram)
     RETURNING 1
 ),
 -- Keys' last use, from the same batch: one write per key per batch instead of one per

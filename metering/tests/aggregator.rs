@@ -4,6 +4,7 @@
 // Helpers outside #[test] fns: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,7 @@ use rdkafka::{ClientConfig, Message};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tollgate_core::latency::{LatencyHistogram, PercentileEstimate};
 use tollgate_core::{EventId, KeyId, Outcome, TenantId, UsageData, UsageEvent};
 use tollgate_metering::{Aggregator, Exit, Health, HookAction, Hooks, MeteringConfig, Metrics};
 use tollgate_test_support::{FaultyLink, TestDb, TestTopic};
@@ -179,6 +181,67 @@ async fn assert_rollup_matches_events(client: &tokio_postgres::Client) {
         mismatches, 0,
         "usage_minute differs from a direct aggregation"
     );
+    assert_histograms_match_events(client).await;
+}
+
+/// Every `usage_minute` histogram equals one built in Rust from the stored events' latencies.
+async fn assert_histograms_match_events(client: &tokio_postgres::Client) {
+    type RowKey = (
+        OffsetDateTime,
+        Option<uuid::Uuid>,
+        Option<String>,
+        Option<uuid::Uuid>,
+        i32,
+    );
+    let mut expected: HashMap<RowKey, LatencyHistogram> = HashMap::new();
+    for row in client
+        .query(
+            "SELECT date_trunc('minute', event_time), tenant_id, key_id, route_id, \
+                    (status / 100)::int4, total_latency_us FROM usage_events",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let key = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let latency: i64 = row.get(5);
+        expected
+            .entry(key)
+            .or_default()
+            .record(u64::try_from(latency).unwrap());
+    }
+    let mut stored: HashMap<RowKey, LatencyHistogram> = HashMap::new();
+    for row in client
+        .query(
+            "SELECT minute, tenant_id, key_id, route_id, status_class::int4, latency_histogram \
+               FROM usage_minute",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let key = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let counts: Vec<i64> = row.get(5);
+        stored.insert(key, LatencyHistogram::from_stored(&counts).unwrap());
+    }
+    assert_eq!(
+        stored, expected,
+        "latency histograms differ from the events"
+    );
+}
+
+/// The tenant's latency histogram over all its minutes.
+async fn tenant_histogram(client: &tokio_postgres::Client, tenant: TenantId) -> LatencyHistogram {
+    let counts: Vec<i64> = client
+        .query_one(
+            "SELECT tollgate_latency_histogram_sum(latency_histogram) FROM usage_minute \
+              WHERE tenant_id = $1",
+            &[tenant.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    LatencyHistogram::from_stored(&counts).unwrap()
 }
 
 async fn read_dead_letters(
@@ -237,6 +300,12 @@ async fn distinct_valid_events_are_stored_once_and_malformed_ones_dead_lettered(
                 i64::try_from((i * 7) % 25).unwrap(),
                 [200, 404, 429, 503][i % 4],
             )
+        })
+        .enumerate()
+        .map(|(i, mut e)| {
+            // Latencies over many histogram buckets, 0 to ~300 ms.
+            e.data.total_latency_us = u64::try_from(i * i * 3 + 17).unwrap();
+            e
         })
         .collect();
     produce_events(&producer, topic.name(), &events).await;
@@ -315,6 +384,49 @@ async fn distinct_valid_events_are_stored_once_and_malformed_ones_dead_lettered(
 fn dead_lettered(metrics: &Metrics, reason: &'static str) -> u64 {
     let label = tollgate_metering::metrics::ReasonLabel { reason };
     metrics.dead_lettered.get_or_create(&label).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p95_latency_comes_out_of_real_events_and_redelivery_does_not_skew_it() {
+    let db = TestDb::new().await;
+    let topic = TestTopic::create(2).await;
+    let producer = topic.producer();
+    let tenant = TenantId::new();
+    // 200 requests in one minute taking 0, 1, …, 199 ms: the nearest-rank p95 is the 190th,
+    // 189 ms, in the bucket [150 ms, 200 ms) that holds the 50 requests from 150 ms up.
+    let events: Vec<UsageEvent> = (0..200u64)
+        .map(|ms| {
+            let mut e = event(tenant, 1, 200);
+            e.data.total_latency_us = ms * 1000;
+            e
+        })
+        .collect();
+    produce_events(&producer, topic.name(), &events).await;
+    // The slow quarter delivered twice: counted twice, it would pull the p95 up.
+    produce_events(&producer, topic.name(), &events[150..]).await;
+    let running = Running::start(config(db.url(), &topic), Hooks::default());
+    let client = db.client().await;
+    let metrics = running.metrics.clone();
+    eventually(Duration::from_secs(60), "every event and duplicate", || {
+        let metrics = metrics.clone();
+        let client = &client;
+        async move { stored_events(client).await == 200 && metrics.events_duplicate.get() == 50 }
+    })
+    .await;
+    running.stop().await;
+
+    let histogram = tenant_histogram(&client, tenant).await;
+    assert_eq!(histogram.total(), 200);
+    // 150 before the bucket, rank 190 is its 40th of 50: 150 + 50 × 40/50 = 190 ms.
+    assert_eq!(
+        histogram.percentile(95),
+        Some(PercentileEstimate {
+            estimate_us: 190_000,
+            at_least_us: 150_000,
+            below_us: Some(200_000),
+        })
+    );
+    assert_rollup_matches_events(&client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,13 +8,13 @@ pub(super) const INDEX_HTML: &[u8] = include_bytes!("../../../dashboard/dist/ind
 /// The hashed assets `index.html` refers to.
 pub(super) const ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-1-hkdhTb.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-1-hkdhTb.js"),
+        path: "/assets/index-BOLCSVvb.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../../dashboard/dist/assets/index-BOLCSVvb.css"),
     },
     Asset {
-        path: "/assets/index-RjdRVGXs.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-RjdRVGXs.css"),
+        path: "/assets/index-S1Fg2TBt.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../dashboard/dist/assets/index-S1Fg2TBt.js"),
     },
 ];

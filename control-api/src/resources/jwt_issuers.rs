@@ -37,18 +37,50 @@ pub struct JwtIssuerView {
     pub created_at: OffsetDateTime,
 }
 
+/// The signing algorithms an issuer may pin.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 over a shared secret.
+    HS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
 /// A new issuer.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "issuer": "https://login.example.com/",
+    "audience": "orders-api",
+    "algorithm": "HS256",
+    "key_material": "a-shared-secret-of-at-least-32-bytes"
+}))]
 pub struct CreateJwtIssuer {
-    /// The `iss` claim, 1 to 2048 characters.
+    /// The `iss` claim, 1 to 2048 characters (compared byte for byte: not trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub issuer: String,
     /// The `aud` claim, 1 to 2048 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub audience: String,
     /// `HS256`, `RS256`, `ES256` or `EdDSA`.
+    #[schema(value_type = JwtAlgorithm)]
     pub algorithm: String,
-    /// The HS256 shared secret (at least 32 bytes) or a PEM public key; never returned.
-    #[schema(write_only)]
+    /// The HS256 shared secret (32 to 16384 bytes) or, for the other algorithms, a PEM public
+    /// key (`-----BEGIN PUBLIC KEY-----`; RSA at least 2048 bits); never returned.
+    #[schema(write_only, min_length = 32, max_length = 16384)]
     pub key_material: String,
 }
 

@@ -50,6 +50,15 @@ pub struct PlanView {
 /// A new plan.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Growth",
+    "rate": {"requests_per_second": 50, "burst": 100},
+    "quota": {"included_requests": 1000000, "cap": "soft"},
+    "failure_mode": "open",
+    "pricing": {"model": "graduated", "currency": "USD", "base_fee_minor": 4900,
+                "included_units": 100000,
+                "tiers": [{"up_to": 1000000, "unit_price": "0.0004"}, {"up_to": null, "unit_price": "0.0002"}]}
+}))]
 pub struct CreatePlan {
     /// 1 to 100 characters, unique.
     #[schema(

@@ -14,7 +14,7 @@ use crate::auth::Principal;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody, is_unique_violation};
 use crate::pagination::{Page, PageQuery, after_created, created_position};
-use crate::resources::route_spec::{RouteInput, RouteSpec};
+use crate::resources::route_spec::{MAX_UPSTREAMS, RouteInput, RouteSpec};
 use crate::state::AppState;
 use crate::validate;
 
@@ -58,35 +58,80 @@ pub struct RouteView {
     pub updated_at: OffsetDateTime,
 }
 
+/// An upstream as [`RouteInput::validate`] reads it (`host:port`, or an `http(s)://` URL with an
+/// optional port and base path). The upstreams' schema is built by hand because utoipa has no
+/// attribute for the pattern of an array's items.
+const UPSTREAM_PATTERN: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$|^https?://([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[A-Za-z0-9._~-]+)*/?$";
+
+fn upstreams_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(UPSTREAM_PATTERN))
+                .max_length(Some(2048)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_UPSTREAMS))
+        .build()
+}
+
 /// A new route.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Orders",
+    "path_prefix": "/orders",
+    "upstreams": ["orders.example.com:8080"],
+    "strip_prefix": false,
+    "required_scope": "orders:read"
+}))]
 pub struct CreateRoute {
     /// A label, at most 200 characters.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// Host name with an optional port; omit to match any host.
+    #[schema(
+        max_length = 259,
+        pattern = r"^[A-Za-z0-9.*-]{1,253}(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+    )]
     pub host: Option<String>,
     /// Starts with `/`; at most 1024 bytes.
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^/[^\s\u0000-\u001f\u007f-\u009f?#]*$"
+    )]
     pub path_prefix: String,
     /// Remove the prefix before forwarding (default false).
     pub strip_prefix: Option<bool>,
     /// 1 to 64 of `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`.
+    #[schema(schema_with = upstreams_schema)]
     pub upstreams: Vec<String>,
     /// PEM CA bundle to verify `https://` upstreams with instead of the system roots.
+    #[schema(min_length = 1, max_length = 65536)]
     pub tls_ca_pem: Option<String>,
     /// PEM client certificate chain for mutual TLS (with `tls_client_key_pem`).
+    #[schema(min_length = 1, max_length = 65536)]
     pub tls_client_cert_pem: Option<String>,
     /// PEM private key of the client certificate; write-only.
+    #[schema(min_length = 1, max_length = 16384)]
     pub tls_client_key_pem: Option<String>,
     /// 1 to 60000 (default 2000).
+    #[schema(minimum = 1, maximum = 60000)]
     pub connect_timeout_ms: Option<u64>,
     /// 1 to 600000 (default 30000).
+    #[schema(minimum = 1, maximum = 600000)]
     pub read_timeout_ms: Option<u64>,
     /// 0 to 5 (default 1).
+    #[schema(minimum = 0, maximum = 5)]
     pub retries: Option<u64>,
     /// Default 10485760.
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     pub max_body_bytes: Option<u64>,
     /// A scope the calling key must hold; omit for none.
+    #[schema(pattern = r"^[a-z0-9:._-]{1,64}$")]
     pub required_scope: Option<String>,
 }
 
@@ -96,40 +141,59 @@ pub struct CreateRoute {
 #[serde(deny_unknown_fields)]
 pub struct UpdateRoute {
     /// A label.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
     /// Host, or `null` for any host.
     #[serde(default, deserialize_with = "validate::nullable")]
     #[schema(value_type = Option<String>, nullable)]
+    #[schema(
+        max_length = 259,
+        pattern = r"^[A-Za-z0-9.*-]{1,253}(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$"
+    )]
     pub host: Option<Option<String>>,
     /// Path prefix.
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^/[^\s\u0000-\u001f\u007f-\u009f?#]*$"
+    )]
     pub path_prefix: Option<String>,
     /// Remove the prefix before forwarding.
     pub strip_prefix: Option<bool>,
     /// The upstream pool.
+    #[schema(schema_with = upstreams_schema, required = false)]
     pub upstreams: Option<Vec<String>>,
     /// PEM CA bundle, or `null` for the system roots.
     #[serde(default, deserialize_with = "validate::nullable")]
     #[schema(value_type = Option<String>, nullable)]
+    #[schema(min_length = 1, max_length = 65536)]
     pub tls_ca_pem: Option<Option<String>>,
     /// PEM client certificate, or `null` for none (with the key).
     #[serde(default, deserialize_with = "validate::nullable")]
     #[schema(value_type = Option<String>, nullable)]
+    #[schema(min_length = 1, max_length = 65536)]
     pub tls_client_cert_pem: Option<Option<String>>,
     /// PEM client key (write-only), or `null` for none (with the certificate).
     #[serde(default, deserialize_with = "validate::nullable")]
     #[schema(value_type = Option<String>, nullable)]
+    #[schema(min_length = 1, max_length = 16384)]
     pub tls_client_key_pem: Option<Option<String>>,
     /// Connect timeout.
+    #[schema(minimum = 1, maximum = 60000)]
     pub connect_timeout_ms: Option<u64>,
     /// Read timeout.
+    #[schema(minimum = 1, maximum = 600000)]
     pub read_timeout_ms: Option<u64>,
     /// Retries.
+    #[schema(minimum = 0, maximum = 5)]
     pub retries: Option<u64>,
     /// Largest request body.
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     pub max_body_bytes: Option<u64>,
     /// Required scope, or `null` for none.
     #[serde(default, deserialize_with = "validate::nullable")]
     #[schema(value_type = Option<String>, nullable)]
+    #[schema(pattern = r"^[a-z0-9:._-]{1,64}$")]
     pub required_scope: Option<Option<String>>,
 }
 

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Transaction;
+use tollgate_core::latency::LatencyHistogram;
 use tollgate_core::plan::{Quota, QuotaCap};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -35,6 +36,9 @@ pub struct UsageBucket {
     pub response_bytes: i64,
     /// Mean total latency in µs, rounded; absent when there were no requests.
     pub average_latency_us: Option<i64>,
+    /// 95th percentile of total latency in µs, estimated from the latency histogram (see
+    /// [`UsageSeries::p95_latency_us`]); absent without requests that carry a distribution.
+    pub p95_latency_us: Option<i64>,
 }
 
 /// A usage series: every bucket of `[from, to)`, zero-filled.
@@ -50,6 +54,28 @@ pub struct UsageSeries {
     pub to: OffsetDateTime,
     /// The buckets, oldest first.
     pub buckets: Vec<UsageBucket>,
+    /// 95th percentile of total latency over the whole range in µs: an estimate, interpolated
+    /// linearly inside the fixed histogram bucket that holds it (bounds 1, 2, 3, 5 … 600 000 ms).
+    /// The true p95 is at least that bucket's lower edge and below `p95_latency_below_us`, which
+    /// is the bound to rely on. Absent without requests that carry a distribution (usage stored
+    /// before latency histograms existed has none).
+    pub p95_latency_us: Option<i64>,
+    /// Upper edge in µs of the histogram bucket holding the p95: the true p95 is below it.
+    /// Absent without requests, or when the p95 lies beyond the last bound (600 s).
+    pub p95_latency_below_us: Option<i64>,
+    /// Requests the latency percentiles are computed from.
+    pub latency_samples: i64,
+}
+
+/// A histogram read from the database; a malformed one is our fault (the schema checks its shape).
+fn histogram(stored: Option<Vec<i64>>) -> Result<LatencyHistogram, ApiError> {
+    stored.map_or(Ok(LatencyHistogram::default()), |counts| {
+        LatencyHistogram::from_stored(&counts).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Buckets of `[$2, $3)` of width `$4` s, gap-filled, from `usage`; shared tail of both queries.
@@ -65,12 +91,14 @@ macro_rules! series_sql {
                  SELECT date_trunc($5::text, at, 'UTC') AS start, \
                         sum(request_count) AS requests, sum(billable_count) AS billable, \
                         sum(request_bytes) AS request_bytes, sum(response_bytes) AS response_bytes, \
-                        sum(latency_us_sum) AS latency_us \
+                        sum(latency_us_sum) AS latency_us, \
+                        tollgate_latency_histogram_sum(latency_histogram) AS histogram \
                    FROM src GROUP BY 1 \
              ) \
              SELECT b.start, coalesce(u.requests, 0)::int8, coalesce(u.billable, 0)::int8, \
                     coalesce(u.request_bytes, 0)::int8, coalesce(u.response_bytes, 0)::int8, \
-                    CASE WHEN u.requests > 0 THEN round(u.latency_us / u.requests)::int8 END \
+                    CASE WHEN u.requests > 0 THEN round(u.latency_us / u.requests)::int8 END, \
+                    u.histogram \
                FROM buckets b LEFT JOIN usage u ON u.start = b.start \
               ORDER BY b.start"
         )
@@ -79,7 +107,8 @@ macro_rules! series_sql {
 
 /// Minute buckets: `usage_minute` alone.
 const SERIES_FROM_MINUTES: &str = series_sql!(
-    "SELECT minute AS at, request_count, billable_count, request_bytes, response_bytes, latency_us_sum \
+    "SELECT minute AS at, request_count, billable_count, request_bytes, response_bytes, latency_us_sum, \
+            latency_histogram \
        FROM usage_minute \
       WHERE tenant_id = $1 AND minute >= $2 AND minute < $3 \
         AND ($6::text IS NULL OR key_id = $6) AND ($7::uuid IS NULL OR route_id = $7) \
@@ -89,7 +118,7 @@ const SERIES_FROM_MINUTES: &str = series_sql!(
 /// Hour and day buckets (whole hours): `usage_hour` for clean hours, `usage_minute` for dirty ones.
 const SERIES_FROM_HOURS: &str = series_sql!(
     "SELECT h.hour AS at, h.request_count, h.billable_count, h.request_bytes, h.response_bytes, \
-            h.latency_us_sum \
+            h.latency_us_sum, h.latency_histogram \
        FROM usage_hour h \
       WHERE h.tenant_id = $1 AND h.hour >= $2 AND h.hour < $3 \
         AND NOT EXISTS (SELECT 1 FROM usage_hour_dirty d WHERE d.hour = h.hour) \
@@ -97,7 +126,7 @@ const SERIES_FROM_HOURS: &str = series_sql!(
         AND ($8::int2 IS NULL OR h.status_class = $8) \
      UNION ALL \
      SELECT m.minute, m.request_count, m.billable_count, m.request_bytes, m.response_bytes, \
-            m.latency_us_sum \
+            m.latency_us_sum, m.latency_histogram \
        FROM usage_hour_dirty d \
        JOIN usage_minute m ON m.tenant_id = $1 AND m.minute >= d.hour \
                           AND m.minute < d.hour + interval '1 hour' \
@@ -160,22 +189,30 @@ pub async fn series(
         )
         .await?;
     tx.commit().await?;
-    let buckets = rows
-        .iter()
-        .map(|row| UsageBucket {
+    let mut range = LatencyHistogram::default();
+    let mut buckets = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let latencies = histogram(row.get(6))?;
+        range.merge(&latencies);
+        buckets.push(UsageBucket {
             start: row.get(0),
             requests: row.get(1),
             billable: row.get(2),
             request_bytes: row.get(3),
             response_bytes: row.get(4),
             average_latency_us: row.get(5),
-        })
-        .collect();
+            p95_latency_us: latencies.percentile(95).map(|p| signed(p.estimate_us)),
+        });
+    }
+    let p95 = range.percentile(95);
     Ok(HttpResponse::Ok().json(UsageSeries {
         granularity: request.granularity,
         from: request.from,
         to: request.to,
         buckets,
+        p95_latency_us: p95.map(|p| signed(p.estimate_us)),
+        p95_latency_below_us: p95.and_then(|p| p.below_us).map(signed),
+        latency_samples: signed(range.total()),
     }))
 }
 

@@ -36,14 +36,35 @@ pub struct User {
     pub created_at: OffsetDateTime,
 }
 
+/// The roles a tenant's user may have.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TenantRole {
+    /// Manages the tenant.
+    TenantAdmin,
+    /// Reads the tenant's resources.
+    TenantViewer,
+}
+
 /// A new user of a tenant.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "ann@example.com",
+    "role": "tenant_viewer",
+    "password": "correct horse battery"
+}))]
 pub struct CreateUser {
-    /// Email address.
-    #[schema(max_length = 254)]
+    /// Email address (compared case-insensitively).
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^[^\s@\u0000-\u001f\u007f-\u009f]+@[^\s@\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub email: String,
-    /// `tenant_admin` or `tenant_viewer`.
+    /// `tenant_admin` or `tenant_viewer` (platform admins have no tenant).
+    #[schema(value_type = TenantRole)]
     pub role: Role,
     /// Initial password, 12 characters or more.
     #[schema(min_length = 12, max_length = 256)]

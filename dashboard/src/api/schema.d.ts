@@ -737,18 +737,59 @@ export interface components {
             /** @description Scopes: 1 to 64 of `a-z 0-9 : . _ -` each, at most 32. */
             scopes?: string[] | null;
         };
-        /** @description A new issuer. */
+        /**
+         * @description A new issuer.
+         * @example {
+         *       "algorithm": "HS256",
+         *       "audience": "orders-api",
+         *       "issuer": "https://login.example.com/",
+         *       "key_material": "a-shared-secret-of-at-least-32-bytes"
+         *     }
+         */
         CreateJwtIssuer: {
             /** @description `HS256`, `RS256`, `ES256` or `EdDSA`. */
-            algorithm: string;
+            algorithm: components["schemas"]["JwtAlgorithm"];
             /** @description The `aud` claim, 1 to 2048 characters. */
             audience: string;
-            /** @description The `iss` claim, 1 to 2048 characters. */
+            /** @description The `iss` claim, 1 to 2048 characters (compared byte for byte: not trimmed). */
             issuer: string;
-            /** @description The HS256 shared secret (at least 32 bytes) or a PEM public key; never returned. */
+            /**
+             * @description The HS256 shared secret (32 to 16384 bytes) or, for the other algorithms, a PEM public
+             *     key (`-----BEGIN PUBLIC KEY-----`; RSA at least 2048 bits); never returned.
+             */
             key_material: string;
         };
-        /** @description A new plan. */
+        /**
+         * @description A new plan.
+         * @example {
+         *       "failure_mode": "open",
+         *       "name": "Growth",
+         *       "pricing": {
+         *         "base_fee_minor": 4900,
+         *         "currency": "USD",
+         *         "included_units": 100000,
+         *         "model": "graduated",
+         *         "tiers": [
+         *           {
+         *             "unit_price": "0.0004",
+         *             "up_to": 1000000
+         *           },
+         *           {
+         *             "unit_price": "0.0002",
+         *             "up_to": null
+         *           }
+         *         ]
+         *       },
+         *       "quota": {
+         *         "cap": "soft",
+         *         "included_requests": 1000000
+         *       },
+         *       "rate": {
+         *         "burst": 100,
+         *         "requests_per_second": 50
+         *       }
+         *     }
+         */
         CreatePlan: {
             /** @description `open` (default) or `closed`. */
             failure_mode?: components["schemas"]["FailureMode"];
@@ -760,7 +801,18 @@ export interface components {
             /** @description Request rate. */
             rate: components["schemas"]["RatePolicy"];
         };
-        /** @description A new route. */
+        /**
+         * @description A new route.
+         * @example {
+         *       "name": "Orders",
+         *       "path_prefix": "/orders",
+         *       "required_scope": "orders:read",
+         *       "strip_prefix": false,
+         *       "upstreams": [
+         *         "orders.example.com:8080"
+         *       ]
+         *     }
+         */
         CreateRoute: {
             /**
              * Format: int64
@@ -798,7 +850,6 @@ export interface components {
             tls_client_cert_pem?: string | null;
             /** @description PEM private key of the client certificate; write-only. */
             tls_client_key_pem?: string | null;
-            /** @description 1 to 64 of `host:port`, `http://host[:port][/base]` or `https://host[:port][/base]`. */
             upstreams: string[];
         };
         /** @description A new tenant. */
@@ -812,14 +863,21 @@ export interface components {
             /** @description 1 to 63 lower-case letters, digits or dashes, starting with a letter or digit. */
             slug: string;
         };
-        /** @description A new user of a tenant. */
+        /**
+         * @description A new user of a tenant.
+         * @example {
+         *       "email": "ann@example.com",
+         *       "password": "correct horse battery",
+         *       "role": "tenant_viewer"
+         *     }
+         */
         CreateUser: {
-            /** @description Email address. */
+            /** @description Email address (compared case-insensitively). */
             email: string;
             /** @description Initial password, 12 characters or more. */
             password: string;
-            /** @description `tenant_admin` or `tenant_viewer`. */
-            role: components["schemas"]["Role"];
+            /** @description `tenant_admin` or `tenant_viewer` (platform admins have no tenant). */
+            role: components["schemas"]["TenantRole"];
         };
         /** @description A new key: its view and its secret, which is never shown again. */
         CreatedApiKey: {
@@ -1047,6 +1105,11 @@ export interface components {
              */
             total_minor: number;
         };
+        /**
+         * @description The signing algorithms an issuer may pin.
+         * @enum {string}
+         */
+        JwtAlgorithm: "HS256" | "RS256" | "ES256" | "EdDSA";
         /** @description An issuer, without its key material. */
         JwtIssuerView: {
             /** @description The only algorithm accepted: `HS256`, `RS256`, `ES256` or `EdDSA`. */
@@ -1744,6 +1807,11 @@ export interface components {
              */
             updated_at: string;
         };
+        /**
+         * @description The roles a tenant's user may have.
+         * @enum {string}
+         */
+        TenantRole: "tenant_admin" | "tenant_viewer";
         /** @description Tokens for an authenticated session. */
         TokenResponse: {
             /** @description Bearer token for API calls. */
@@ -1872,8 +1940,7 @@ export interface components {
             tls_client_cert_pem?: string | null;
             /** @description PEM client key (write-only), or `null` for none (with the certificate). */
             tls_client_key_pem?: string | null;
-            /** @description The upstream pool. */
-            upstreams?: string[] | null;
+            upstreams?: string[];
         };
         /** @description Changes to a tenant's billing details; absent fields stay as they are. */
         UpdateTenant: {
@@ -1894,6 +1961,12 @@ export interface components {
              * @description Requests counted toward the quota and the invoice.
              */
             billable: number;
+            /**
+             * Format: int64
+             * @description 95th percentile of total latency in µs, estimated from the latency histogram (see
+             *     [`UsageSeries::p95_latency_us`]); absent without requests that carry a distribution.
+             */
+            p95_latency_us?: number | null;
             /**
              * Format: int64
              * @description Request bytes.
@@ -1926,6 +1999,26 @@ export interface components {
             from: string;
             /** @description Bucket width. */
             granularity: components["schemas"]["Granularity"];
+            /**
+             * Format: int64
+             * @description Requests the latency percentiles are computed from.
+             */
+            latency_samples: number;
+            /**
+             * Format: int64
+             * @description Upper edge in µs of the histogram bucket holding the p95: the true p95 is below it.
+             *     Absent without requests, or when the p95 lies beyond the last bound (600 s).
+             */
+            p95_latency_below_us?: number | null;
+            /**
+             * Format: int64
+             * @description 95th percentile of total latency over the whole range in µs: an estimate, interpolated
+             *     linearly inside the fixed histogram bucket that holds it (bounds 1, 2, 3, 5 … 600 000 ms).
+             *     The true p95 is at least that bucket's lower edge and below `p95_latency_below_us`, which
+             *     is the bound to rely on. Absent without requests that carry a distribution (usage stored
+             *     before latency histograms existed has none).
+             */
+            p95_latency_us?: number | null;
             /**
              * Format: date-time
              * @description End of the last bucket (exclusive).

@@ -50,7 +50,12 @@ export function OverviewPage({ tenantId }: { tenantId: string }) {
             hint={sum && today.data ? `${formatCount(today.data.clientErrors.requests)} client errors (4xx)` : undefined}
             testId="stat-error-rate"
           />
-          <Stat label="Mean latency" value={sum ? formatLatency(sum.meanLatencyUs) : "…"} hint="p95: not recorded by metering yet" testId="stat-latency" />
+          <Stat
+            label="p95 latency"
+            value={today.data ? formatLatency(today.data.all.p95_latency_us) : "…"}
+            hint={today.data && sum ? p95Hint(today.data.all.p95_latency_below_us, sum.meanLatencyUs) : undefined}
+            testId="stat-latency"
+          />
           <Stat label="Billable today" value={sum ? formatCount(sum.billable) : "…"} testId="stat-billable" />
         </div>
         {chart !== undefined ? <UsageChart times={chart.times} series={chart.series} zone={zone} height={200} label="Requests per hour today" /> : today.loading ? <Loading /> : null}
@@ -141,6 +146,12 @@ function ProjectedBill({ bill }: { bill: Upcoming }) {
       ) : null}
     </>
   );
+}
+
+/** The p95 is interpolated inside a histogram bucket: say what it is certainly below. */
+function p95Hint(belowUs: number | null | undefined, meanUs: number | undefined): string {
+  const bound = belowUs === null || belowUs === undefined ? "" : `estimate, under ${formatLatency(belowUs)} · `;
+  return `${bound}mean ${formatLatency(meanUs)}`;
 }
 
 function Stat({ label, value, hint, testId }: { label: string; value: string; hint?: string | undefined; testId: string }) {

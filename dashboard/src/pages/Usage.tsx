@@ -256,6 +256,9 @@ function SeriesTable({ series, zone }: { series: UsageSeries; zone: Zone }) {
             <th scope="col" className="num">
               Mean latency
             </th>
+            <th scope="col" className="num">
+              p95 latency (estimate)
+            </th>
           </tr>
         </thead>
         <tbody>
@@ -267,6 +270,7 @@ function SeriesTable({ series, zone }: { series: UsageSeries; zone: Zone }) {
               <td className="num">{formatBytes(b.request_bytes)}</td>
               <td className="num">{formatBytes(b.response_bytes)}</td>
               <td className="num">{formatLatency(b.average_latency_us)}</td>
+              <td className="num">{formatLatency(b.p95_latency_us)}</td>
             </tr>
           ))}
         </tbody>
@@ -280,6 +284,7 @@ function SeriesTable({ series, zone }: { series: UsageSeries; zone: Zone }) {
             <td className="num">{formatBytes(sum.requestBytes)}</td>
             <td className="num">{formatBytes(sum.responseBytes)}</td>
             <td className="num">{formatLatency(sum.meanLatencyUs)}</td>
+            <td className="num">{formatLatency(series.p95_latency_us)}</td>
           </tr>
         </tfoot>
       </table>
@@ -288,8 +293,8 @@ function SeriesTable({ series, zone }: { series: UsageSeries; zone: Zone }) {
 }
 
 function downloadCsv(series: UsageSeries, zone: Zone): void {
-  const header = ["start_utc", `start_${zone}`, "requests", "billable", "request_bytes", "response_bytes", "average_latency_us"];
-  const rows = series.buckets.map((b) => [b.start, formatTime(b.start, zone), b.requests, b.billable, b.request_bytes, b.response_bytes, b.average_latency_us ?? ""]);
+  const header = ["start_utc", `start_${zone}`, "requests", "billable", "request_bytes", "response_bytes", "average_latency_us", "p95_latency_us"];
+  const rows = series.buckets.map((b) => [b.start, formatTime(b.start, zone), b.requests, b.billable, b.request_bytes, b.response_bytes, b.average_latency_us ?? "", b.p95_latency_us ?? ""]);
   const csv = [header, ...rows].map((row) => row.map((cell) => csvCell(String(cell))).join(",")).join("\r\n") + "\r\n";
   const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
   const a = document.createElement("a");

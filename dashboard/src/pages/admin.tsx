@@ -6,6 +6,7 @@ import { Badge, ErrorBanner, Loading, Notice, statusTone } from "../components/f
 import { formatCount, formatMoney, formatTime } from "../format";
 import { asApiError, useLoad } from "../hooks";
 import { useSession } from "../session";
+import { CreatePlanForm } from "./PlanForm";
 
 type Tenant = Schemas["Tenant"];
 
@@ -174,6 +175,8 @@ export function PlansPage() {
   const { zone } = useSession();
   const plans = useLoad(() => call(() => api.GET("/api/v1/plans", { params: { query: { limit: 100 } } })), []);
   return (
+    <>
+    <CreatePlanForm onCreated={plans.reload} />
     <section className="panel" aria-labelledby="plans-title">
       <h2 id="plans-title">Plans</h2>
       <p className="muted">Pricing is immutable once a plan exists: create a new plan and switch subscriptions to it.</p>
@@ -211,6 +214,7 @@ export function PlansPage() {
         </div>
       )}
     </section>
+    </>
   );
 }
 
