@@ -303,15 +303,17 @@ pub async fn load_snapshot_counting(
         .query(&format!("SELECT {PLAN_COLUMNS} FROM plans"), &[])
         .await?
     {
-        let id: Uuid = row.get(0);
-        match PlanRow::from_row(&row).and_then(PlanRow::into_plan) {
-            Ok(plan) => {
-                snapshot.plans.insert(PlanId::from_uuid(id), Arc::new(plan));
+        let decoded = PlanRow::from_row(&row).and_then(|plan| Ok((plan.id, plan.into_plan()?)));
+        match decoded {
+            Ok((id, plan)) => {
+                snapshot.plans.insert(id, Arc::new(plan));
             }
             Err(error) => {
-                // Never a guessed plan: its tenants are left without one and refused.
+                // Never a guessed plan: its tenants are left without one and refused. The id
+                // is read leniently: the row may be undecodable because of it.
+                let id: Option<Uuid> = row.try_get(0).ok();
                 metrics.skipped(RowKind::Plan);
-                tracing::error!(plan_id = %id, %error, "Plan skipped: its row cannot be decoded.");
+                tracing::error!(plan_id = ?id, %error, "Plan skipped: its row cannot be decoded.");
             }
         }
     }

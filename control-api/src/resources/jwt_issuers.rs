@@ -274,3 +274,31 @@ fn claim(field: &str, value: &str) -> Result<String, ApiError> {
     }
     Ok(value.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's enum is the list the validation accepts, no more and no less.
+    #[test]
+    fn the_documented_algorithms_are_the_accepted_ones() {
+        let documented = |algorithm: &JwtAlgorithm| match algorithm {
+            JwtAlgorithm::HS256 => "HS256",
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        };
+        for accepted in issuer_key::ALGORITHMS {
+            let parsed: JwtAlgorithm = serde_json::from_value(serde_json::json!(accepted))
+                .unwrap_or_else(|e| panic!("{accepted} is accepted but not documented: {e}"));
+            assert_eq!(documented(&parsed), accepted);
+        }
+        let all = [
+            JwtAlgorithm::HS256,
+            JwtAlgorithm::RS256,
+            JwtAlgorithm::ES256,
+            JwtAlgorithm::EdDSA,
+        ];
+        assert_eq!(all.len(), issuer_key::ALGORITHMS.len());
+    }
+}

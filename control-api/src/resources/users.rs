@@ -253,3 +253,25 @@ pub async fn disable(
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(user(&row)?))
 }
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+    use crate::auth::principal::Role;
+
+    /// The document's roles are the tenant roles the validation stores.
+    #[test]
+    fn the_documented_roles_are_the_tenant_roles() {
+        for role in [Role::TenantAdmin, Role::TenantViewer] {
+            let parsed: Result<TenantRole, _> =
+                serde_json::from_value(serde_json::json!(role.as_str()));
+            assert!(parsed.is_ok(), "{} is not documented", role.as_str());
+        }
+        let platform: Result<TenantRole, _> =
+            serde_json::from_value(serde_json::json!(Role::PlatformAdmin.as_str()));
+        assert!(
+            platform.is_err(),
+            "a tenant user cannot be a platform admin"
+        );
+    }
+}
