@@ -12,7 +12,9 @@
 # Configurations: nginx (b), bare Pingora (g, Pingora's defaults: g0), Tollgate auth only (d),
 # Tollgate full stack (c, needs the local services: scripts/stack.sh services), Tollgate with
 # every request answered 429 (e429). PROFILE_ONLY=b,g,d picks some; PROFILE_SKIP_CALLGRIND=1 /
-# PROFILE_SKIP_SYSCALLS=1 skip a kind. The system under test runs on CPU PROFILE_SUT_CPUS (0),
+# PROFILE_SKIP_SYSCALLS=1 skip a kind; PROFILE_RECORD=1 also samples the system under test during
+# the wrk run (perf record -g on the cpu-clock, kernel included: where the time goes, which
+# instruction counts cannot say; read $PROFILE_DIR/perf-<configuration>.data with perf report). The system under test runs on CPU PROFILE_SUT_CPUS (0),
 # upstream and load generator on PROFILE_CLIENT_CPUS (1). Results: a markdown table on stdout
 # and in $PROFILE_DIR/profile.md, callgrind files (measured.callgrind.<configuration>; read them with
 # callgrind_annotate) in $PROFILE_DIR. Ports: PROFILE_PORT_BASE (default 58200) and the next four.
@@ -230,10 +232,14 @@ measure_syscalls() {
   start_sut "$config"
   taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNECTIONS" -d1s "${header[@]}" "http://127.0.0.1:$PORT/" >/dev/null
   perf stat -x, -o "$raw" -e 'syscalls:sys_enter_*' -e context-switches -e cpu-migrations -p "$SUT" &
-  local perf_pid=$!
+  local perf_pid=$! record_pid=
+  if [ "${PROFILE_RECORD:-0}" = 1 ]; then
+    perf record -q -e cpu-clock -F 2999 -g -p "$SUT" -o "$DIR/perf-$config.data" 2>/dev/null &
+    record_pid=$!
+  fi
   sleep 0.2
   local text; text=$(taskset -c "$CLIENT_CPUS" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" "${header[@]}" "http://127.0.0.1:$PORT/")
-  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  kill -INT "$perf_pid" $record_pid; wait "$perf_pid" $record_pid 2>/dev/null || true
   stop_sut
   local n; n=$(awk '/requests in/ {print $1; exit}' <<<"$text")
   RPS[$config]=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$text")

@@ -32,6 +32,7 @@ pub mod usage_event;
 
 pub use api_key::{
     ApiKey, KeyEnv, KeyHash, KeyParseError, KeyPepper, ParsedApiKey, PepperError, RandomnessError,
+    VerifiedKey,
 };
 pub use ids::{
     EventId, IdParseError, InvoiceId, IssuerId, KeyId, PlanId, RouteId, TenantId, UserId,

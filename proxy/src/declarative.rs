@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tollgate_core::plan::{FailureMode, PlanSpec, Pricing, Quota};
 use tollgate_core::{
     ENV_UPSTREAM_ALLOW_NETWORKS, KeyHash, KeyId, Plan, PlanId, RatePolicy, RouteId, TenantId,
-    UpstreamPolicy, UpstreamTarget, UpstreamTls,
+    UpstreamPolicy, UpstreamTarget, UpstreamTls, VerifiedKey,
 };
 
 use crate::jwt::JwtIssuer;
@@ -308,6 +308,7 @@ pub async fn build(
                 active: !key.revoked,
                 scopes: key.scopes,
                 expires_at: key.expires_at,
+                verified: VerifiedKey::default(),
             };
             if snapshot.keys.insert(key_id, record).is_some() {
                 return Err(invalid(at(&format!("keys[{k}].id")), "appears twice"));

@@ -179,10 +179,12 @@ impl Gateway {
         {
             self.failed_auth.0.observe(&ip, 1);
         }
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = ctx.request_id.hyphenated().encode_lower(&mut id);
         refusal
-            .write(session, id, self.settings.keepalive_seconds)
+            .write(
+                session,
+                ctx.request_id_value(),
+                self.settings.keepalive_seconds,
+            )
             .await?;
         Ok(true)
     }
@@ -428,11 +430,13 @@ impl ProxyHttp for Gateway {
         }
         let written = session.response_written().is_some();
         if status > 0 && !written {
-            let mut id = uuid::Uuid::encode_buffer();
-            let id = ctx.request_id.hyphenated().encode_lower(&mut id);
             let refusal = Refusal::new(status, code, message, Outcome::Rejected);
             let _ = refusal
-                .write(session, id, self.settings.keepalive_seconds)
+                .write(
+                    session,
+                    ctx.request_id_value(),
+                    self.settings.keepalive_seconds,
+                )
                 .await;
         }
         FailToProxy {

@@ -27,6 +27,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tollgate_core::migrations::CONFIG_CHANNEL;
 use tollgate_core::{
     KeyHash, KeyId, PLAN_COLUMNS, PlanId, PlanRow, RouteId, TenantId, UpstreamPolicy, UpstreamTls,
+    VerifiedKey,
 };
 use uuid::Uuid;
 
@@ -387,6 +388,7 @@ pub async fn load_snapshot_counting(
                 active: status == "active",
                 scopes: row.get(4),
                 expires_at: row.get::<_, Option<OffsetDateTime>>(5),
+                verified: VerifiedKey::default(),
             },
         );
     }

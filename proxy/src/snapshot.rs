@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use time::OffsetDateTime;
-use tollgate_core::{KeyHash, KeyId, KeyPepper, ParsedApiKey, Plan, PlanId, RouteId, TenantId};
+use tollgate_core::{
+    KeyHash, KeyId, KeyPepper, ParsedApiKey, Plan, PlanId, RouteId, TenantId, VerifiedKey,
+};
 
 use crate::jwt::JwtIssuers;
 
@@ -43,6 +45,8 @@ pub struct KeyRecord {
     pub scopes: Vec<String>,
     /// End of a rotation's overlap period.
     pub expires_at: Option<OffsetDateTime>,
+    /// The key that verified against `hash` in this snapshot, if any.
+    pub verified: VerifiedKey,
 }
 
 impl fmt::Debug for KeyRecord {
@@ -247,7 +251,7 @@ impl ConfigSnapshot {
             return Err(KeyRejection::Unknown);
         };
         // Verify before revealing anything about the record's state.
-        if !key.verify(pepper, &record.hash) {
+        if !record.verified.verify(key, pepper, &record.hash) {
             return Err(KeyRejection::Invalid);
         }
         if !record.active {
@@ -328,6 +332,7 @@ mod tests {
                 active: true,
                 scopes: vec![],
                 expires_at: None,
+                verified: VerifiedKey::default(),
             },
         );
         snapshot

@@ -66,7 +66,7 @@ pub fn set_forwarding_headers(
     peer_trusted: bool,
 ) -> Result<()> {
     // Each address is formatted once; a header value is shared, not copied.
-    let peer_value = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+    let peer_value = peer.map(address_value);
     if peer_trusted {
         if let Some(peer) = &peer_value {
             let mut chain = String::new();
@@ -106,7 +106,7 @@ pub fn set_forwarding_headers(
     }
     let client_value = match (client, &peer_value) {
         (Some(client), Some(value)) if Some(client) == peer => Some(value.clone()),
-        (Some(client), _) => HeaderValue::from_str(&client.to_string()).ok(),
+        (Some(client), _) => Some(address_value(client)),
         (None, _) => None,
     };
     match client_value {
@@ -116,6 +116,26 @@ pub fn set_forwarding_headers(
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// The address formatted last on this worker thread: a connection's requests, and every
+    /// request through an ingress, come from the same one (formatting it cost ~1,300
+    /// instructions per request).
+    static LAST_ADDRESS: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `ip` as a header value.
+fn address_value(ip: IpAddr) -> HeaderValue {
+    LAST_ADDRESS.with_borrow_mut(|last| match last {
+        Some((known, value)) if *known == ip => value.clone(),
+        _ => {
+            // An address's text is digits, dots, hex and colons: always a valid value.
+            let value = header_value(ip.to_string());
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
 }
 
 /// Bytes of the request line and headers, as received (give or take whitespace).
@@ -342,6 +362,27 @@ mod tests {
             upstream.headers.get_all("x-forwarded-for").iter().count(),
             1
         );
+    }
+
+    #[test]
+    fn each_address_gets_its_own_value_though_the_last_is_remembered() {
+        for (peer, client) in [("5.5.5.5", "5.5.5.5"), ("2001:db8::1", "2001:db8::1")] {
+            let mut upstream = request(&[]);
+            set_forwarding_headers(&mut upstream, Some(ip(peer)), Some(ip(client)), false).unwrap();
+            assert_eq!(upstream.headers["x-forwarded-for"], peer);
+            assert_eq!(upstream.headers["x-real-ip"], client);
+        }
+        // Behind a trusted proxy the client differs from the peer, and each is formatted.
+        let mut upstream = request(&[("x-forwarded-for", "7.7.7.7")]);
+        set_forwarding_headers(
+            &mut upstream,
+            Some(ip("10.0.0.2")),
+            Some(ip("7.7.7.7")),
+            true,
+        )
+        .unwrap();
+        assert_eq!(upstream.headers["x-real-ip"], "7.7.7.7");
+        assert_eq!(upstream.headers["x-forwarded-for"], "7.7.7.7, 10.0.0.2");
     }
 
     #[test]
