@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use support::Harness;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tollgate_invoicing::rollup;
 use uuid::Uuid;
 
 /// One `usage_minute` row.
@@ -538,28 +539,20 @@ async fn the_current_period_counts_only_this_month_against_the_quota() {
     assert_eq!(status, 404);
 }
 
-/// What `tollgate-invoicing hourly` does to every dirty hour, in one statement (this crate's
-/// tests do not run that binary): clear the marks, recompute `usage_hour` from `usage_minute`.
+/// What `tollgate-invoicing hourly` does, through its own code: every dirty closed hour
+/// recomputed from `usage_minute` and its mark cleared.
 async fn roll_up_everything(h: &Harness) {
-    h.db.client()
-        .await
-        .batch_execute(
-            "BEGIN; DELETE FROM usage_hour_dirty; \
-             INSERT INTO usage_hour AS h (hour, tenant_id, key_id, route_id, status_class, \
-                 request_count, billable_count, request_bytes, response_bytes, latency_us_sum, \
-                 latency_histogram) \
-             SELECT date_trunc('hour', minute, 'UTC'), tenant_id, key_id, route_id, status_class, \
-                    sum(request_count), sum(billable_count), sum(request_bytes), sum(response_bytes), \
-                    sum(latency_us_sum), tollgate_latency_histogram_sum(latency_histogram) \
-               FROM usage_minute GROUP BY 1, 2, 3, 4, 5 \
-             ON CONFLICT ON CONSTRAINT usage_hour_key DO UPDATE SET \
-                 request_count = EXCLUDED.request_count, billable_count = EXCLUDED.billable_count, \
-                 request_bytes = EXCLUDED.request_bytes, response_bytes = EXCLUDED.response_bytes, \
-                 latency_us_sum = EXCLUDED.latency_us_sum, \
-                 latency_histogram = EXCLUDED.latency_histogram; COMMIT;"
-        )
+    let mut client = h.db.client().await;
+    let hours = rollup::hours_to_roll_up(&client, OffsetDateTime::now_utc(), 0)
         .await
         .unwrap();
+    assert!(
+        !hours.is_empty(),
+        "the seeded minutes mark their hours dirty"
+    );
+    for (hour, _) in hours {
+        rollup::roll_up_hour(&mut client, hour).await.unwrap();
+    }
 }
 
 #[actix_web::test]
