@@ -167,7 +167,14 @@ try {
     });
     assert.ok(used >= SENT);
     // p95 from metering's latency histograms: a latency, not the "—" of no data.
-    await until("the overview to show a p95", async () => /^[0-9.,]+ (µs|ms)$/.test((await page.getByTestId("stat-latency").textContent()) ?? ""));
+    const p95 = await until("the overview to show a p95", async () => {
+      const text = (await page.getByTestId("stat-latency").textContent()) ?? "";
+      return /^[0-9.,]+ (µs|ms)$/.test(text) ? text : false;
+    });
+    // The hint names the bucket's bound only where it says more than the estimate.
+    const hint = (await page.getByTestId("stat-latency-hint").textContent()) ?? "";
+    assert.match(hint, /mean [0-9.,]+ (µs|ms)$/);
+    assert.ok(!hint.includes(`at most ${p95}`), hint);
     const meter = page.getByRole("meter", { name: "Monthly quota used" });
     assert.equal(Number(await meter.getAttribute("aria-valuenow")), used);
     await page.getByTestId("stat-requests").filter({ hasText: String(SENT) }).waitFor();

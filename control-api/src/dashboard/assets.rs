@@ -13,8 +13,8 @@ pub(super) const ASSETS: &[Asset] = &[
         body: include_bytes!("../../../dashboard/dist/assets/index-BOLCSVvb.css"),
     },
     Asset {
-        path: "/assets/index-S1Fg2TBt.js",
+        path: "/assets/index-C33uD6ww.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../dashboard/dist/assets/index-S1Fg2TBt.js"),
+        body: include_bytes!("../../../dashboard/dist/assets/index-C33uD6ww.js"),
     },
 ];

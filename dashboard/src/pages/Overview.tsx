@@ -53,7 +53,7 @@ export function OverviewPage({ tenantId }: { tenantId: string }) {
           <Stat
             label="p95 latency"
             value={today.data ? formatLatency(today.data.all.p95_latency_us) : "…"}
-            hint={today.data && sum ? p95Hint(today.data.all.p95_latency_below_us, sum.meanLatencyUs) : undefined}
+            hint={today.data && sum ? p95Hint(today.data.all.p95_latency_us, today.data.all.p95_latency_below_us, sum.meanLatencyUs) : undefined}
             testId="stat-latency"
           />
           <Stat label="Billable today" value={sum ? formatCount(sum.billable) : "…"} testId="stat-billable" />
@@ -148,9 +148,15 @@ function ProjectedBill({ bill }: { bill: Upcoming }) {
   );
 }
 
-/** The p95 is interpolated inside a histogram bucket: say what it is certainly below. */
-function p95Hint(belowUs: number | null | undefined, meanUs: number | undefined): string {
-  const bound = belowUs === null || belowUs === undefined ? "" : `estimate, under ${formatLatency(belowUs)} · `;
+/**
+ * The p95 is interpolated inside a histogram bucket: say what it is certainly not above, unless
+ * that reads the same as the estimate (it can be the bucket's edge itself).
+ */
+function p95Hint(p95Us: number | null | undefined, belowUs: number | null | undefined, meanUs: number | undefined): string {
+  const bound =
+    belowUs === null || belowUs === undefined || formatLatency(belowUs) === formatLatency(p95Us)
+      ? ""
+      : `estimate, at most ${formatLatency(belowUs)} · `;
   return `${bound}mean ${formatLatency(meanUs)}`;
 }
 
@@ -161,7 +167,11 @@ function Stat({ label, value, hint, testId }: { label: string; value: string; hi
       <p className="card-value" data-testid={testId}>
         {value}
       </p>
-      {hint !== undefined ? <p className="card-hint">{hint}</p> : null}
+      {hint !== undefined ? (
+        <p className="card-hint" data-testid={`${testId}-hint`}>
+          {hint}
+        </p>
+      ) : null}
     </div>
   );
 }
