@@ -28,8 +28,8 @@ pub struct Tenant {
     pub slug: String,
     /// Display name.
     pub name: String,
-    /// `active` or `suspended`.
-    #[schema(value_type = String)]
+    /// Whether its keys and tokens work.
+    #[schema(value_type = TenantStatusDoc)]
     pub status: TenantStatus,
     /// Where invoices are emailed; `null`: no invoice email is sent.
     pub billing_email: Option<String>,
@@ -41,6 +41,19 @@ pub struct Tenant {
     /// When it last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// A tenant's state as the document names it (the domain's `TenantStatus`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = TenantStatus)]
+#[allow(dead_code)]
+pub enum TenantStatusDoc {
+    /// Its keys and tokens work.
+    Active,
+    /// The gateway refuses its keys and tokens (403 `tenant_suspended`), and its users'
+    /// control-API sessions stop working.
+    Suspended,
 }
 
 /// A new tenant.
@@ -365,4 +378,25 @@ async fn set_status(
     .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(tenant(&row)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's enum is the list the domain stores, no more and no less.
+    #[test]
+    fn the_documented_statuses_are_the_stored_ones() {
+        let documented = |status: &TenantStatusDoc| match status {
+            TenantStatusDoc::Active => "active",
+            TenantStatusDoc::Suspended => "suspended",
+        };
+        for (_, stored) in TenantStatus::VALUES {
+            let parsed: TenantStatusDoc = serde_json::from_value(json!(stored))
+                .unwrap_or_else(|e| panic!("{stored} is stored but not documented: {e}"));
+            assert_eq!(documented(&parsed), *stored);
+        }
+        let all = [TenantStatusDoc::Active, TenantStatusDoc::Suspended];
+        assert_eq!(all.len(), TenantStatus::VALUES.len());
+    }
 }

@@ -1471,8 +1471,8 @@ export interface components {
                 name: string;
                 /** @description Unique, URL-safe short name. */
                 slug: string;
-                /** @description `active` or `suspended`. */
-                status: string;
+                /** @description Whether its keys and tokens work. */
+                status: components["schemas"]["TenantStatus"];
                 /**
                  * Format: date-time
                  * @description When it last changed.
@@ -1799,8 +1799,8 @@ export interface components {
             name: string;
             /** @description Unique, URL-safe short name. */
             slug: string;
-            /** @description `active` or `suspended`. */
-            status: string;
+            /** @description Whether its keys and tokens work. */
+            status: components["schemas"]["TenantStatus"];
             /**
              * Format: date-time
              * @description When it last changed.
@@ -1812,6 +1812,11 @@ export interface components {
          * @enum {string}
          */
         TenantRole: "tenant_admin" | "tenant_viewer";
+        /**
+         * @description A tenant's state as the document names it (the domain's `TenantStatus`).
+         * @enum {string}
+         */
+        TenantStatus: "active" | "suspended";
         /** @description Tokens for an authenticated session. */
         TokenResponse: {
             /** @description Bearer token for API calls. */
