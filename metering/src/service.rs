@@ -318,12 +318,16 @@ impl Aggregator {
         tracing::info!(topic = %self.config.topic, group = %self.config.group_id, "Consuming.");
 
         let consumer = Arc::new(consumer);
+        // The watcher holds a clone of the consumer. It is stopped and awaited below rather
+        // than aborted: an aborted watcher's metadata request runs on in a blocking thread,
+        // which would then close and destroy the consumer there, after `run` has returned.
+        let (stop_watcher, watcher_stopped) = watch::channel(false);
         let watcher = tokio::spawn(watch_topic_partitions(
             consumer.clone(),
             self.config.topic.clone(),
             self.health.clone(),
             self.metrics.clone(),
-            shutdown.clone(),
+            watcher_stopped,
         ));
         let exit = loop {
             let Some((batch, started)) = self.collect(&consumer, &mut shutdown).await else {
@@ -345,7 +349,8 @@ impl Aggregator {
                 Step::Crash => break Exit::Crashed,
             }
         };
-        watcher.abort();
+        let _ = stop_watcher.send(true);
+        let _ = watcher.await;
         self.health.consuming.store(false, Ordering::Relaxed);
         Ok(exit)
     }
@@ -614,8 +619,9 @@ impl Aggregator {
     }
 }
 
-/// Reads the usage topic's partition count every [`METADATA_EVERY`] until shutdown: with it,
-/// `/ready` can tell a consumer left without partitions from a topic that has none.
+/// Reads the usage topic's partition count every [`METADATA_EVERY`] until `shutdown` turns true
+/// or its sender is gone (the consumer loop ended): with it, `/ready` can tell a consumer left
+/// without partitions from a topic that has none.
 async fn watch_topic_partitions(
     consumer: Arc<StreamConsumer<PartitionTracker>>,
     topic: String,
