@@ -365,24 +365,15 @@ mod tests {
     }
 
     #[test]
-    fn each_address_gets_its_own_value_though_the_last_is_remembered() {
-        for (peer, client) in [("5.5.5.5", "5.5.5.5"), ("2001:db8::1", "2001:db8::1")] {
+    fn consecutive_addresses_each_get_their_own_value() {
+        // One thread, so the second address meets the remembered first one.
+        for address in ["5.5.5.5", "2001:db8::1"] {
             let mut upstream = request(&[]);
-            set_forwarding_headers(&mut upstream, Some(ip(peer)), Some(ip(client)), false).unwrap();
-            assert_eq!(upstream.headers["x-forwarded-for"], peer);
-            assert_eq!(upstream.headers["x-real-ip"], client);
+            set_forwarding_headers(&mut upstream, Some(ip(address)), Some(ip(address)), false)
+                .unwrap();
+            assert_eq!(upstream.headers["x-forwarded-for"], address);
+            assert_eq!(upstream.headers["x-real-ip"], address);
         }
-        // Behind a trusted proxy the client differs from the peer, and each is formatted.
-        let mut upstream = request(&[("x-forwarded-for", "7.7.7.7")]);
-        set_forwarding_headers(
-            &mut upstream,
-            Some(ip("10.0.0.2")),
-            Some(ip("7.7.7.7")),
-            true,
-        )
-        .unwrap();
-        assert_eq!(upstream.headers["x-real-ip"], "7.7.7.7");
-        assert_eq!(upstream.headers["x-forwarded-for"], "7.7.7.7, 10.0.0.2");
     }
 
     #[test]
